@@ -1,0 +1,268 @@
+#include "association.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "log.hpp"
+
+namespace s5d {
+
+using s5::err::Code;
+namespace wire = s5::wire;
+
+namespace {
+
+uint64_t next_association_id() {
+    static uint64_t id = 0;
+    return ++id;
+}
+
+std::string errno_text(int e) { return std::strerror(e); }
+
+// A silent peer (cable pulled, server frozen) is noticed within about
+// idle + interval * count seconds instead of TCP's default two hours.
+void set_keepalive(int fd, const s5::config::Keepalive& k) {
+    int on = 1;
+    int idle = static_cast<int>(k.idle_s), intvl = static_cast<int>(k.interval_s), cnt = static_cast<int>(k.count);
+    unsigned user_timeout_ms = (k.idle_s + k.interval_s * k.count) * 1000u;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+}
+
+}  // namespace
+
+Association::Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
+                         std::chrono::milliseconds setup_timeout, Callbacks cb)
+    : loop_(loop),
+      server_(server.endpoint),
+      relay_override_(server.relay_address_override),
+      server_name_(server.name),
+      keepalive_(keepalive),
+      pipelined_(server.pipelining),
+      cb_(std::move(cb)),
+      id_(next_association_id()),
+      deadline_(loop, [this] { on_deadline(); }) {
+    if (server.auth.method == s5::config::AuthMethod::Username)
+        creds_ = s5::proto::Credentials{server.auth.username, server.auth.password};
+    deadline_.arm_in(setup_timeout);
+    start_connect();
+}
+
+Association::~Association() {
+    if (creds_) explicit_bzero(creds_->password.data(), creds_->password.size());
+}
+
+void Association::start_connect() {
+    sockaddr_storage ss{};
+    socklen_t len = static_cast<socklen_t>(server_.to_sockaddr(ss));
+    fd_.reset(::socket(server_.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
+    if (!fd_) {
+        // EMFILE/ENFILE/ENOBUFS: report as the deadline would, from the loop.
+        pending_error_ = errno;
+        deadline_.arm_in(std::chrono::microseconds(0));
+        return;
+    }
+    set_keepalive(fd_.get(), keepalive_);
+    if (::connect(fd_.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0 && errno != EINPROGRESS) {
+        pending_error_ = errno;
+        deadline_.arm_in(std::chrono::microseconds(0));
+        return;
+    }
+    watch_ = IoWatch(loop_, fd_.get(), EPOLLOUT, [this](uint32_t ev) { on_io(ev); });
+}
+
+void Association::on_deadline() {
+    if (pending_error_) {
+        int e = pending_error_;
+        pending_error_ = 0;
+        fail(s5::err::from_connect_errno(e), "connect to " + server_.to_string() + ": " + errno_text(e));
+        return;
+    }
+    if (state_ == State::Connecting)
+        fail(Code::ServerTimeout, "connect to " + server_.to_string() + ": timed out");
+    else if (state_ == State::Handshaking)
+        fail(Code::Timeout, "server " + server_.to_string() + " did not complete the UDP ASSOCIATE handshake in time");
+}
+
+void Association::on_io(uint32_t revents) {
+    switch (state_) {
+        case State::Connecting:
+            on_connected();
+            return;
+        case State::Handshaking:
+            if ((revents & EPOLLOUT) && !flush()) return;
+            if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) on_readable();
+            return;
+        case State::Ready:
+            on_readable();
+            return;
+        case State::Failed:
+        case State::Closed:
+            return;
+    }
+}
+
+void Association::on_connected() {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err != 0) {
+        fail(s5::err::from_connect_errno(err), "connect to " + server_.to_string() + ": " + errno_text(err));
+        return;
+    }
+    sockaddr_storage local{};
+    socklen_t llen = sizeof local;
+    auto src = getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&local), &llen) == 0
+                   ? wire::Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&local), llen)
+                   : std::nullopt;
+    if (!src) {
+        fail(Code::ServerFailure, "getsockname on control connection: " + errno_text(errno));
+        return;
+    }
+    source_ = *src;
+    source_.port = 0;
+    // DST of the request = our own source IP with port 0: only datagrams
+    // from this host can claim the association (design.md §7).
+    hs_.emplace(std::move(creds_), source_, pipelined_);
+    creds_.reset();
+    state_ = State::Handshaking;
+    out_ = hs_->start();
+    watch_.set_events(EPOLLIN | EPOLLRDHUP);
+    flush();
+}
+
+bool Association::flush() {
+    while (!out_.empty()) {
+        ssize_t n = ::send(fd_.get(), out_.data(), out_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                watch_.set_events(EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+                return true;
+            }
+            int e = errno;
+            explicit_bzero(out_.data(), out_.size());
+            out_.clear();
+            fail(s5::err::from_connect_errno(e), "send to " + server_.to_string() + ": " + errno_text(e));
+            return false;
+        }
+        // Wipe what was sent: it may hold the RFC 1929 password.
+        explicit_bzero(out_.data(), static_cast<size_t>(n));
+        out_.erase(out_.begin(), out_.begin() + n);
+    }
+    watch_.set_events(EPOLLIN | EPOLLRDHUP);
+    return true;
+}
+
+void Association::on_readable() {
+    uint8_t buf[600];  // longest reply: 4 + 1 + 255 + 2 bytes
+    for (;;) {
+        ssize_t n = ::recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            int e = errno;
+            if (state_ == State::Ready)
+                close_ready("control connection failed: " + errno_text(e));
+            else
+                fail(s5::err::from_connect_errno(e), "receive from " + server_.to_string() + ": " + errno_text(e));
+            return;
+        }
+        if (n == 0) {
+            if (state_ == State::Ready)
+                close_ready("server closed the control connection");
+            else
+                fail(Code::ProtocolError,
+                     "server " + server_.to_string() + " closed the connection during the handshake");
+            return;
+        }
+        if (state_ == State::Ready) {
+            // RFC 1928 defines nothing after the reply; a server that talks
+            // on is broken but the association still stands.
+            log::debug("association %llu: ignoring %zd unexpected bytes from %s",
+                       static_cast<unsigned long long>(id_), n, server_name_.c_str());
+            continue;
+        }
+        auto step = hs_->feed(std::span<const uint8_t>(buf, static_cast<size_t>(n)));
+        if (step.failed) {
+            fail(hs_->error(), "server " + server_.to_string() + ": " + hs_->error_text());
+            return;
+        }
+        if (!step.send.empty()) {
+            out_.insert(out_.end(), step.send.begin(), step.send.end());
+            explicit_bzero(step.send.data(), step.send.size());
+            if (!flush()) return;
+        }
+        if (step.done) {
+            finish_ready();
+            return;
+        }
+    }
+}
+
+void Association::finish_ready() {
+    const wire::Reply& r = hs_->reply();
+    wire::Endpoint relay;
+    if (r.atyp == wire::kAtypDomain) {
+        auto ip = wire::Endpoint::parse_ip(r.bnd_name, r.bnd.port);
+        if (!ip) {
+            fail(Code::ProtocolError, "server " + server_.to_string() + " gave its relay as a host name");
+            return;
+        }
+        relay = *ip;
+    } else {
+        relay = r.bnd;
+    }
+    if (relay.port == 0) {
+        fail(Code::ProtocolError, "server " + server_.to_string() + " gave relay port 0");
+        return;
+    }
+    if (relay_override_) {
+        uint16_t port = relay.port;
+        relay = *relay_override_;
+        relay.port = port;
+    } else if (relay.is_unspecified()) {
+        // BND 0.0.0.0/:: means "the address you reached me on".
+        uint16_t port = relay.port;
+        relay = server_;
+        relay.port = port;
+    }
+    relay_ = relay;
+    hs_.reset();
+    deadline_.disarm();
+    state_ = State::Ready;
+    ready_since_ = loop_.now();
+    watch_.set_events(EPOLLIN | EPOLLRDHUP);
+    auto cb = cb_.ready;  // the callback may destroy this object
+    cb(*this);
+}
+
+void Association::fail(Code code, const std::string& text) {
+    state_ = State::Failed;
+    watch_.reset();
+    deadline_.disarm();
+    fd_.reset();
+    hs_.reset();
+    auto cb = cb_.failed;  // may destroy this object
+    cb(*this, code, text);
+}
+
+void Association::close_ready(const std::string& why) {
+    state_ = State::Closed;
+    watch_.reset();
+    fd_.reset();
+    auto cb = cb_.closed;  // may destroy this object
+    cb(*this, why);
+}
+
+}  // namespace s5d

@@ -1,0 +1,88 @@
+// One SOCKS5 UDP association as the broker holds it: a non-blocking TCP
+// control connection driven by the event loop through proto::Handshake, and,
+// once the server has answered, the relay endpoint it stands for. The
+// association lives exactly as long as this object's control connection.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "config.hpp"
+#include "errors.hpp"
+#include "event_loop.hpp"
+#include "handshake.hpp"
+#include "unique_fd.hpp"
+#include "wire.hpp"
+
+namespace s5d {
+
+using s5::UniqueFd;
+
+class Association {
+public:
+    enum class State { Connecting, Handshaking, Ready, Failed, Closed };
+
+    struct Callbacks {
+        // Handshake complete: relay() and source() are valid.
+        std::function<void(Association&)> ready;
+        // Setup failed (connect error, refusal, malformed reply, deadline).
+        std::function<void(Association&, s5::err::Code, const std::string&)> failed;
+        // A ready association's control connection closed or failed.
+        std::function<void(Association&, const std::string&)> closed;
+    };
+
+    // Starts connecting at once. Callbacks run from the event loop, never
+    // from inside the constructor, and may destroy this object.
+    Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
+                std::chrono::milliseconds setup_timeout, Callbacks cb);
+    ~Association();
+    Association(const Association&) = delete;
+    Association& operator=(const Association&) = delete;
+
+    uint64_t id() const { return id_; }
+    State state() const { return state_; }
+    const std::string& server_name() const { return server_name_; }
+    // Where the application sends its datagrams (BND, with 0.0.0.0/::
+    // replaced by the server's address, or the configured override).
+    const s5::wire::Endpoint& relay() const { return relay_; }
+    // The broker's own source IP on the control connection: the IP the
+    // server expects datagrams from (port 0).
+    const s5::wire::Endpoint& source() const { return source_; }
+    Clock::time_point ready_since() const { return ready_since_; }
+
+private:
+    void start_connect();
+    void on_io(uint32_t revents);
+    void on_connected();
+    void on_readable();
+    bool flush();                               // false: failed, `this` may be gone
+    void on_deadline();
+    void fail(s5::err::Code code, const std::string& text);
+    void close_ready(const std::string& why);
+    void finish_ready();
+
+    EventLoop& loop_;
+    s5::wire::Endpoint server_;
+    std::optional<s5::wire::Endpoint> relay_override_;
+    std::string server_name_;
+    s5::config::Keepalive keepalive_;
+    std::optional<s5::proto::Credentials> creds_;
+    bool pipelined_;
+    Callbacks cb_;
+    uint64_t id_;
+    State state_ = State::Connecting;
+    UniqueFd fd_;
+    IoWatch watch_;
+    Timer deadline_;
+    std::optional<s5::proto::Handshake> hs_;
+    std::vector<uint8_t> out_;                   // pending bytes to the server
+    s5::wire::Endpoint relay_;
+    s5::wire::Endpoint source_;
+    Clock::time_point ready_since_{};
+    int pending_error_ = 0;                      // socket()/connect() failed at once
+};
+
+}  // namespace s5d

@@ -1,0 +1,318 @@
+#include "bus.hpp"
+
+#include <sdbus-c++/sdbus-c++.h>
+
+#include "broker_adaptor.h"
+#include "log.hpp"
+#include "s5broker_version.h"
+
+namespace s5d {
+
+using s5::err::Code;
+
+namespace {
+
+constexpr const char* kManagerPath = "/org/s5broker/Broker1";
+constexpr const char* kManagerIface = "org.s5broker.Broker1.Manager";
+constexpr const char* kLeaseIface = "org.s5broker.Broker1.Lease";
+constexpr uint32_t kMaxTimeoutMs = 120000;
+
+sdbus::Error bus_error(Code c, const std::string& message) { return sdbus::Error(s5::err::full_name(c), message); }
+
+sdbus::Error invalid_args(const std::string& message) { return bus_error(Code::InvalidArgs, message); }
+
+// Runs a synchronous handler body; anything that is not already an
+// sdbus::Error becomes a ServerFailure reply instead of unwinding into C.
+template <typename F>
+auto guarded(const char* what, F&& f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const sdbus::Error&) {
+        throw;
+    } catch (const std::exception& e) {
+        log::error("%s: %s", what, e.what());
+        throw bus_error(Code::ServerFailure, std::string(what) + ": internal error");
+    } catch (...) {
+        log::error("%s: unknown exception", what);
+        throw bus_error(Code::ServerFailure, std::string(what) + ": internal error");
+    }
+}
+
+s5::wire::Endpoint endpoint_arg(const std::vector<uint8_t>& ip, uint16_t port, const char* name) {
+    auto ep = s5::wire::Endpoint::from_bytes(ip, port);
+    if (!ep)
+        throw invalid_args(std::string(name) + " must be 4 (IPv4) or 16 (IPv6) bytes, got " +
+                           std::to_string(ip.size()));
+    return *ep;
+}
+
+sdbus::Struct<std::vector<uint8_t>, uint16_t> relay_struct(const s5::wire::Endpoint& ep) {
+    return sdbus::Struct<std::vector<uint8_t>, uint16_t>(ep.ip_bytes(), ep.port);
+}
+
+}  // namespace
+
+std::string server_path(const std::string& name) { return std::string(kManagerPath) + "/server/" + name; }
+
+// ---- Manager object --------------------------------------------------------
+
+class ManagerObject final
+    : public sdbus::AdaptorInterfaces<org::s5broker::Broker1::Manager_adaptor, sdbus::Properties_adaptor> {
+public:
+    ManagerObject(sdbus::IConnection& conn, Bus& bus) : AdaptorInterfaces(conn, kManagerPath), bus_(bus) {
+        registerAdaptor();
+    }
+    ~ManagerObject() { unregisterAdaptor(); }
+
+    void lease_count_changed() { emitPropertiesChangedSignal(kManagerIface, {"LeaseCount", "Leases"}); }
+
+private:
+    using AssociateResultT = sdbus::Result<sdbus::ObjectPath, sdbus::UnixFd, std::vector<uint8_t>, uint16_t>;
+
+    struct Caller {
+        std::string sender;
+        uid_t uid;
+    };
+
+    Caller caller() {
+        const sdbus::Message* msg = getObject().getCurrentlyProcessedMessage();
+        if (!msg) throw bus_error(Code::ServerFailure, "no message being processed");
+        return {msg->getSender(), bus_.sender_uid(*msg)};
+    }
+
+    void Associate(AssociateResultT&& result, std::vector<uint8_t> dst_address, uint16_t dst_port,
+                   std::vector<uint8_t> server_address, uint16_t server_port,
+                   std::map<std::string, sdbus::Variant> options) override {
+        // Shared: std::function needs a copyable callable; Result is move-only.
+        auto res = std::make_shared<AssociateResultT>(std::move(result));
+        try {
+            AssociateRequest req = parse_request(dst_address, dst_port, server_address, server_port, options);
+            Caller c = caller();
+            req.uid = c.uid;
+            req.owner = c.sender;
+            bus_.manager().associate(std::move(req), [res](AssociateResult&& r) {
+                try {
+                    if (auto* g = std::get_if<Grant>(&r)) {
+                        // UnixFd dups the fd into the message; our copy closes
+                        // with `g`, so the application holds the only one.
+                        res->returnResults(sdbus::ObjectPath(g->lease_path), sdbus::UnixFd(g->lease_fd.get()),
+                                           g->relay.ip_bytes(), g->relay.port);
+                    } else {
+                        const auto& f = std::get<Failure>(r);
+                        res->returnError(bus_error(f.code, f.message));
+                    }
+                } catch (const std::exception& e) {
+                    log::warning("cannot send Associate reply: %s", e.what());
+                }
+            });
+        } catch (const sdbus::Error& e) {
+            res->returnError(e);
+        } catch (const std::exception& e) {
+            log::error("Associate: %s", e.what());
+            res->returnError(bus_error(Code::ServerFailure, "internal error"));
+        } catch (...) {
+            res->returnError(bus_error(Code::ServerFailure, "internal error"));
+        }
+    }
+
+    static AssociateRequest parse_request(const std::vector<uint8_t>& dst_address, uint16_t dst_port,
+                                          const std::vector<uint8_t>& server_address, uint16_t server_port,
+                                          const std::map<std::string, sdbus::Variant>& options) {
+        AssociateRequest req;
+        req.dst = endpoint_arg(dst_address, dst_port, "dst_address");
+        if (!server_address.empty()) {
+            req.server = endpoint_arg(server_address, server_port, "server_address");
+            if (server_port == 0) throw invalid_args("server_port must be 1..65535");
+        } else if (server_port != 0) {
+            throw invalid_args("server_port given without server_address");
+        }
+        for (const auto& [key, value] : options) {
+            if (key == "timeout_ms") {
+                if (value.peekValueType() != "u") throw invalid_args("option timeout_ms must be of type u");
+                uint32_t ms = value.get<uint32_t>();
+                if (ms == 0 || ms > kMaxTimeoutMs)
+                    throw invalid_args("option timeout_ms must be 1.." + std::to_string(kMaxTimeoutMs));
+                req.timeout = std::chrono::milliseconds(ms);
+            } else if (key == "nonblocking") {
+                if (value.peekValueType() != "b") throw invalid_args("option nonblocking must be of type b");
+                // Accepted; with no pool yet every association is made on
+                // demand and the reply comes when it is ready.
+            } else {
+                throw invalid_args("unknown option \"" + key + "\"");
+            }
+        }
+        return req;
+    }
+
+    void Release(const sdbus::ObjectPath& lease) override {
+        guarded("Release", [&] {
+            Caller c = caller();
+            switch (bus_.manager().release(lease, c.uid)) {
+                case Manager::ReleaseResult::Released: return;
+                case Manager::ReleaseResult::NotFound:
+                    throw sdbus::Error("org.freedesktop.DBus.Error.UnknownObject", "no lease " + lease);
+                case Manager::ReleaseResult::NotOwner:
+                    throw sdbus::Error("org.freedesktop.DBus.Error.AccessDenied",
+                                       "lease " + lease + " belongs to another user");
+            }
+        });
+    }
+
+    std::tuple<std::string, std::vector<uint8_t>, uint16_t> GetServer(const std::vector<uint8_t>& dst_address,
+                                                                      const uint16_t& dst_port) override {
+        return guarded("GetServer", [&] {
+            auto sel = bus_.manager().select_server(endpoint_arg(dst_address, dst_port, "dst_address"), std::nullopt);
+            if (auto* f = std::get_if<Failure>(&sel)) throw bus_error(f->code, f->message);
+            const auto* s = std::get<const s5::config::Server*>(sel);
+            return std::make_tuple(s->name, s->endpoint.ip_bytes(), s->endpoint.port);
+        });
+    }
+
+    void Reload() override {
+        guarded("Reload", [&] {
+            throw bus_error(Code::ServerFailure, "Reload is not implemented yet; restart s5brokerd");
+        });
+    }
+
+    std::string Version() override { return S5BROKER_VERSION; }
+    uint32_t LeaseCount() override {
+        return guarded("LeaseCount", [&] { return static_cast<uint32_t>(bus_.manager().leases().size()); });
+    }
+    std::vector<sdbus::ObjectPath> Servers() override {
+        return guarded("Servers", [&] {
+            std::vector<sdbus::ObjectPath> v;
+            for (const auto& s : bus_.manager().config().servers) v.emplace_back(server_path(s.name));
+            return v;
+        });
+    }
+    std::vector<sdbus::ObjectPath> Leases() override {
+        return guarded("Leases", [&] {
+            std::vector<sdbus::ObjectPath> v;
+            for (const auto& [id, l] : bus_.manager().leases()) v.emplace_back(l->path());
+            return v;
+        });
+    }
+    std::map<std::string, uint64_t> Statistics() override {
+        return guarded("Statistics", [&] { return bus_.manager().statistics(); });
+    }
+
+    Bus& bus_;
+};
+
+// ---- Server objects --------------------------------------------------------
+
+class ServerObject final
+    : public sdbus::AdaptorInterfaces<org::s5broker::Broker1::Server_adaptor, sdbus::Properties_adaptor> {
+public:
+    ServerObject(sdbus::IConnection& conn, const s5::config::Server& s)
+        : AdaptorInterfaces(conn, server_path(s.name)), server_(s) {
+        registerAdaptor();
+    }
+    ~ServerObject() { unregisterAdaptor(); }
+
+private:
+    std::string Name() override { return server_.name; }
+    std::vector<uint8_t> Address() override { return server_.endpoint.ip_bytes(); }
+    uint16_t Port() override { return server_.endpoint.port; }
+    std::string AuthMethod() override {
+        return server_.auth.method == s5::config::AuthMethod::Username ? "username" : "none";
+    }
+    // Without a pool the broker connects on demand: nothing to report yet.
+    std::string State() override { return "up"; }
+    uint32_t PoolIdle() override { return 0; }
+    uint32_t PoolTarget() override { return 0; }
+    std::string LastError() override { return ""; }
+
+    s5::config::Server server_;  // a copy without the password
+};
+
+// ---- Lease objects ---------------------------------------------------------
+
+class LeaseObject final
+    : public sdbus::AdaptorInterfaces<org::s5broker::Broker1::Lease_adaptor, sdbus::Properties_adaptor> {
+public:
+    LeaseObject(sdbus::IConnection& conn, const Lease& l) : AdaptorInterfaces(conn, l.path()), lease_(l) {
+        registerAdaptor();
+    }
+    ~LeaseObject() { unregisterAdaptor(); }
+
+    void lost(const std::string& why) {
+        emitLost(why);
+        emitPropertiesChangedSignal(kLeaseIface, {"State"});
+    }
+
+private:
+    uint32_t Owner() override { return static_cast<uint32_t>(lease_.uid()); }
+    sdbus::ObjectPath Server() override { return sdbus::ObjectPath(server_path(lease_.server_name())); }
+    sdbus::Struct<std::vector<uint8_t>, uint16_t> Relay() override { return relay_struct(lease_.relay()); }
+    uint32_t Generation() override { return lease_.generation(); }
+    std::string State() override { return to_string(lease_.state()); }
+
+    const Lease& lease_;  // the object dies before the lease (lease_removed)
+};
+
+// ---- Bus -------------------------------------------------------------------
+
+Bus::Bus(sdbus::IConnection& conn, Manager& manager) : conn_(conn), manager_(manager) {
+    dbus_proxy_ = sdbus::createProxy(conn_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+    dbus_proxy_->uponSignal("NameOwnerChanged")
+        .onInterface("org.freedesktop.DBus")
+        .call([this](const std::string& name, const std::string& old_owner, const std::string& new_owner) {
+            try {
+                on_name_owner_changed(name, old_owner, new_owner);
+            } catch (const std::exception& e) {
+                log::error("NameOwnerChanged: %s", e.what());
+            } catch (...) {
+                log::error("NameOwnerChanged: unknown exception");
+            }
+        });
+    dbus_proxy_->finishRegistration();
+    manager_obj_ = std::make_unique<ManagerObject>(conn_, *this);
+    for (const auto& s : manager_.config().servers) servers_[s.name] = std::make_unique<ServerObject>(conn_, s);
+    manager_.set_observer(this);
+}
+
+Bus::~Bus() {
+    manager_.set_observer(nullptr);
+    leases_.clear();
+    servers_.clear();
+    manager_obj_.reset();
+    dbus_proxy_.reset();
+}
+
+uid_t Bus::sender_uid(const sdbus::Message& msg) {
+    const std::string sender = msg.getSender();
+    auto it = uid_cache_.find(sender);
+    if (it != uid_cache_.end()) return it->second;
+    uid_t uid = msg.getCredsUid();  // asks the bus daemon (sync) the first time
+    uid_cache_.emplace(sender, uid);
+    return uid;
+}
+
+void Bus::on_name_owner_changed(const std::string& name, const std::string& old_owner, const std::string& new_owner) {
+    // Only unique names (":1.42") own leases; they never come back.
+    if (name.empty() || name[0] != ':' || old_owner.empty() || !new_owner.empty()) return;
+    uid_cache_.erase(name);
+    manager_.owner_left(name);
+}
+
+void Bus::lease_count_changed() {
+    if (manager_obj_) manager_obj_->lease_count_changed();
+}
+
+void Bus::lease_added(Lease& lease) {
+    leases_[lease.id()] = std::make_unique<LeaseObject>(conn_, lease);
+    lease_count_changed();
+}
+
+void Bus::lease_lost(Lease& lease, const std::string& why) {
+    auto it = leases_.find(lease.id());
+    if (it != leases_.end()) it->second->lost(why);
+}
+
+void Bus::lease_removed(Lease& lease) {
+    leases_.erase(lease.id());
+    lease_count_changed();
+}
+
+}  // namespace s5d

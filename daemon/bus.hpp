@@ -1,0 +1,55 @@
+// D-Bus glue: publishes the Manager, Server and Lease objects of
+// dbus/org.s5broker.Broker1.xml through the generated adaptors, translates
+// calls into Manager methods and Manager events into signals. Every handler
+// catches everything: sdbus-c++ 1.2.0 only turns sdbus::Error into a reply,
+// anything else would unwind through libsystemd's C frames.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "manager.hpp"
+
+namespace sdbus { class IConnection; class IProxy; class Message; }
+
+namespace s5d {
+
+class ManagerObject;
+class ServerObject;
+class LeaseObject;
+
+class Bus : public ManagerObserver {
+public:
+    Bus(sdbus::IConnection& conn, Manager& manager);
+    ~Bus() override;
+
+    // The caller's uid from the bus credentials, cached per unique name
+    // (a sync call to the bus daemon otherwise, design.md §9).
+    uid_t sender_uid(const sdbus::Message& msg);
+    Manager& manager() { return manager_; }
+    sdbus::IConnection& connection() { return conn_; }
+
+    void lease_added(Lease& lease) override;
+    void lease_lost(Lease& lease, const std::string& why) override;
+    void lease_removed(Lease& lease) override;
+
+private:
+    void on_name_owner_changed(const std::string& name, const std::string& old_owner, const std::string& new_owner);
+    void lease_count_changed();
+
+    sdbus::IConnection& conn_;
+    Manager& manager_;
+    std::unique_ptr<sdbus::IProxy> dbus_proxy_;
+    std::unique_ptr<ManagerObject> manager_obj_;
+    std::map<std::string, std::unique_ptr<ServerObject>> servers_;
+    std::map<uint64_t, std::unique_ptr<LeaseObject>> leases_;
+    std::map<std::string, uid_t> uid_cache_;
+};
+
+// "/org/s5broker/Broker1/server/<name>"
+std::string server_path(const std::string& name);
+
+}  // namespace s5d

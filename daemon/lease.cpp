@@ -1,0 +1,93 @@
+#include "lease.hpp"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include "log.hpp"
+
+namespace s5d {
+
+const char* to_string(LeaseState s) {
+    switch (s) {
+        case LeaseState::Active: return "active";
+        case LeaseState::Renewing: return "renewing";
+        case LeaseState::Lost: return "lost";
+    }
+    return "unknown";
+}
+
+std::string lease_path(uint64_t id) { return "/org/s5broker/Broker1/lease/" + std::to_string(id); }
+
+Lease::Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, std::unique_ptr<Association> assoc,
+             std::function<void(Lease&)> on_eof)
+    : id_(id),
+      path_(lease_path(id)),
+      uid_(uid),
+      owner_(std::move(owner)),
+      server_name_(assoc->server_name()),
+      assoc_(std::move(assoc)),
+      relay_(assoc_->relay()),
+      source_(assoc_->source()),
+      created_(loop.now()),
+      on_eof_(std::move(on_eof)) {
+    int sv[2];
+    // SEQPACKET keeps each lease event one message. The broker's end is
+    // non-blocking; the application's end gets its Socket's flags later.
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        throw std::system_error(errno, std::generic_category(), "socketpair");
+    broker_end_.reset(sv[0]);
+    client_end_.reset(sv[1]);
+    int fl = fcntl(broker_end_.get(), F_GETFL);
+    if (fl < 0 || fcntl(broker_end_.get(), F_SETFL, fl | O_NONBLOCK) < 0)
+        throw std::system_error(errno, std::generic_category(), "fcntl");
+    watch_ = IoWatch(loop, broker_end_.get(), EPOLLIN | EPOLLRDHUP, [this](uint32_t ev) { on_broker_end(ev); });
+    s5::wire::LeaseEvent ev;
+    ev.type = s5::wire::LeaseEventType::Ready;
+    ev.generation = generation_;
+    ev.relay = relay_;
+    ev.source = source_;
+    send_event(ev);
+}
+
+Lease::~Lease() = default;
+
+void Lease::send_event(const s5::wire::LeaseEvent& ev) {
+    auto rec = s5::wire::encode_lease_event(ev);
+    if (::send(broker_end_.get(), rec.data(), rec.size(), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        // Full (the application never reads its events) or already closed:
+        // the state is still on the bus; EOF handling follows if closed.
+        log::warning("lease %llu: cannot queue event: %s", static_cast<unsigned long long>(id_), strerror(errno));
+}
+
+void Lease::mark_lost(int err, int s5err) {
+    state_ = LeaseState::Lost;
+    assoc_.reset();
+    s5::wire::LeaseEvent ev;
+    ev.type = s5::wire::LeaseEventType::Lost;
+    ev.generation = generation_;
+    ev.err = err;
+    ev.s5err = s5err;
+    send_event(ev);
+}
+
+void Lease::on_broker_end(uint32_t revents) {
+    char buf[256];
+    for (;;) {
+        ssize_t n = ::recv(broker_end_.get(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) continue;  // the application wrote to its lease: ignored
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !(revents & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)))
+            return;
+        break;  // EOF or error: the application's end is closed
+    }
+    watch_.reset();
+    auto cb = on_eof_;  // may destroy this object
+    cb(*this);
+}
+
+}  // namespace s5d

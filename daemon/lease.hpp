@@ -1,0 +1,76 @@
+// A lease: one application's claim on one association (design.md §4). The
+// application holds one end of a SOCK_SEQPACKET socketpair (the "lease fd",
+// dup'ed onto its Socket by libs5client); the broker holds the other, writes
+// lease events on it, and releases the lease when it reads EOF.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "association.hpp"
+#include "event_loop.hpp"
+#include "unique_fd.hpp"
+#include "wire.hpp"
+
+namespace s5d {
+
+using s5::UniqueFd;
+
+enum class LeaseState { Active, Renewing, Lost };
+const char* to_string(LeaseState s);
+
+class Lease {
+public:
+    // Creates the socketpair; throws std::system_error when out of fds.
+    // `on_eof` runs from the loop when the application's end is closed.
+    Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, std::unique_ptr<Association> assoc,
+          std::function<void(Lease&)> on_eof);
+    ~Lease();
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+
+    uint64_t id() const { return id_; }
+    const std::string& path() const { return path_; }
+    uid_t uid() const { return uid_; }
+    const std::string& owner() const { return owner_; }
+    const std::string& server_name() const { return server_name_; }
+    uint32_t generation() const { return generation_; }
+    LeaseState state() const { return state_; }
+    const s5::wire::Endpoint& relay() const { return relay_; }
+    const s5::wire::Endpoint& source() const { return source_; }
+    Association* association() const { return assoc_.get(); }
+    Clock::time_point created() const { return created_; }
+
+    // The application's end, to send in the Associate reply. Call once: the
+    // lease keeps no copy, so the application's close is the broker's EOF.
+    UniqueFd take_client_end() { return std::move(client_end_); }
+
+    // The association is gone for good: tell the application.
+    void mark_lost(int err, int s5err);
+
+private:
+    void on_broker_end(uint32_t revents);
+    void send_event(const s5::wire::LeaseEvent& ev);
+
+    uint64_t id_;
+    std::string path_;
+    uid_t uid_;
+    std::string owner_;
+    std::string server_name_;
+    std::unique_ptr<Association> assoc_;
+    uint32_t generation_ = 1;
+    LeaseState state_ = LeaseState::Active;
+    s5::wire::Endpoint relay_, source_;
+    Clock::time_point created_;
+    UniqueFd broker_end_, client_end_;
+    IoWatch watch_;
+    std::function<void(Lease&)> on_eof_;
+};
+
+std::string lease_path(uint64_t id);
+
+}  // namespace s5d

@@ -1,0 +1,138 @@
+// s5brokerd: holds authenticated SOCKS5 control connections and hands out
+// UDP associations over D-Bus (org.s5broker.Broker1). See s5brokerd(8).
+#include <getopt.h>
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <sdbus-c++/sdbus-c++.h>
+#include <string>
+
+#include "bus.hpp"
+#include "config.hpp"
+#include "event_loop.hpp"
+#include "log.hpp"
+#include "manager.hpp"
+#include "s5broker_version.h"
+
+namespace {
+
+constexpr const char* kBusName = "org.s5broker.Broker1";
+constexpr const char* kDefaultConfig = "/etc/s5broker/s5brokerd.json";
+constexpr int kExitConfig = 78;  // EX_CONFIG: systemd shows it as "CONFIG"
+
+struct Options {
+    std::string config = kDefaultConfig;
+    bool session_bus = false;
+    bool debug = false;
+};
+
+void usage(FILE* out) {
+    std::fprintf(out,
+                 "Usage: s5brokerd [OPTIONS]\n"
+                 "Broker for SOCKS5 UDP associations over D-Bus (%s).\n\n"
+                 "  --config PATH        configuration file (default %s)\n"
+                 "  --bus=system|session bus to serve on (default system; DBUS_SYSTEM_BUS_ADDRESS\n"
+                 "                       selects a private system-type bus)\n"
+                 "  --debug              log debug messages\n"
+                 "  --help               show this help\n"
+                 "  --version            show the version\n",
+                 kBusName, kDefaultConfig);
+}
+
+// Returns -1 to go on, else the exit code.
+int parse_args(int argc, char** argv, Options& o) {
+    enum { OPT_CONFIG = 1, OPT_BUS, OPT_HELP, OPT_VERSION, OPT_DEBUG };
+    static const option longopts[] = {
+        {"config", required_argument, nullptr, OPT_CONFIG}, {"bus", required_argument, nullptr, OPT_BUS},
+        {"help", no_argument, nullptr, OPT_HELP},           {"version", no_argument, nullptr, OPT_VERSION},
+        {"debug", no_argument, nullptr, OPT_DEBUG},         {nullptr, 0, nullptr, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "", longopts, nullptr)) != -1) {
+        switch (c) {
+            case OPT_CONFIG: o.config = optarg; break;
+            case OPT_BUS:
+                if (std::strcmp(optarg, "system") == 0)
+                    o.session_bus = false;
+                else if (std::strcmp(optarg, "session") == 0)
+                    o.session_bus = true;
+                else {
+                    std::fprintf(stderr, "s5brokerd: --bus must be \"system\" or \"session\", not \"%s\"\n", optarg);
+                    return 2;
+                }
+                break;
+            case OPT_DEBUG: o.debug = true; break;
+            case OPT_HELP: usage(stdout); return 0;
+            case OPT_VERSION: std::printf("s5brokerd %s\n", S5BROKER_VERSION); return 0;
+            default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        std::fprintf(stderr, "s5brokerd: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    return -1;
+}
+
+int run(const Options& opts) {
+    const char* creds = std::getenv("CREDENTIALS_DIRECTORY");
+    auto loaded = s5::config::load(opts.config, creds ? creds : "");
+    if (!loaded.ok()) {
+        // One line naming the JSON path and the reason; systemd logs it.
+        std::fprintf(stderr, "s5brokerd: invalid configuration: %s\n", loaded.error.to_string().c_str());
+        return kExitConfig;
+    }
+
+    s5d::EventLoop loop;
+    loop.on_signal(SIGTERM, [&] { loop.exit(0); });
+    loop.on_signal(SIGINT, [&] { loop.exit(0); });
+    signal(SIGPIPE, SIG_IGN);
+    loop.enable_watchdog();
+
+    std::unique_ptr<sdbus::IConnection> conn;
+    try {
+        conn = opts.session_bus ? sdbus::createSessionBusConnection() : sdbus::createSystemBusConnection();
+    } catch (const sdbus::Error& e) {
+        std::fprintf(stderr, "s5brokerd: cannot connect to the %s bus: %s\n", opts.session_bus ? "session" : "system",
+                     e.getMessage().c_str());
+        return 1;
+    }
+    s5d::Manager manager(loop, std::move(*loaded.value));
+    s5d::Bus bus(*conn, manager);
+    try {
+        // Objects are registered first so that the name's appearance means
+        // the service is complete.
+        conn->requestName(kBusName);
+    } catch (const sdbus::Error& e) {
+        std::fprintf(stderr, "s5brokerd: cannot own %s: %s\n", kBusName, e.getMessage().c_str());
+        return 1;
+    }
+    loop.attach_bus(*conn);
+    s5d::log::notice("s5brokerd %s serving %s on the %s bus with %zu server(s)", S5BROKER_VERSION, kBusName,
+                     opts.session_bus ? "session" : "system", manager.config().servers.size());
+    sd_notify(0, "READY=1\nSTATUS=Serving");
+    int rc = loop.run();
+    sd_notify(0, "STOPPING=1");
+    s5d::log::notice("shutting down");
+    return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options opts;
+    int rc = parse_args(argc, argv, opts);
+    if (rc >= 0) return rc;
+    s5d::log::init_from_environment();
+    if (opts.debug) s5d::log::set_max_level(s5d::log::Level::Debug);
+    try {
+        return run(opts);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "s5brokerd: fatal: %s\n", e.what());
+        return 1;
+    }
+}

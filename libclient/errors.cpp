@@ -1,0 +1,127 @@
+#include "errors.hpp"
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+#include "s5broker/socks5.h"
+
+namespace s5::err {
+namespace {
+
+// Order must follow enum Code.
+constexpr std::array<Info, 21> kTable{{
+    {Code::ServerFailure, "ServerFailure", ECONNREFUSED, S5_ESRVFAIL},
+    {Code::RulesetRejected, "RulesetRejected", EACCES, S5_EPERM},
+    {Code::NetworkUnreachable, "NetworkUnreachable", ENETUNREACH, S5_ENETUNREACH},
+    {Code::HostUnreachable, "HostUnreachable", EHOSTUNREACH, S5_EHOSTUNREACH},
+    {Code::ConnectionRefused, "ConnectionRefused", ECONNREFUSED, S5_ECONNREFUSED},
+    {Code::TtlExpired, "TtlExpired", ETIMEDOUT, S5_ETIMEDOUT},
+    {Code::CommandNotSupported, "CommandNotSupported", EOPNOTSUPP, S5_EOPNOTSUPP},
+    {Code::AddressTypeNotSupported, "AddressTypeNotSupported", EAFNOSUPPORT, S5_EAFNOSUPPORT},
+    {Code::NoServer, "NoServer", ENOENT, S5_ENOSERV},
+    {Code::AuthFailed, "AuthFailed", EACCES, S5_EPERM},
+    {Code::Timeout, "Timeout", ETIMEDOUT, 0},
+    {Code::QuotaExceeded, "QuotaExceeded", ENOSPC, 0},
+    {Code::InvalidArgs, "InvalidArgs", EINVAL, 0},
+    {Code::ServerConnectionRefused, "ServerConnectionRefused", ECONNREFUSED, 0},
+    {Code::ServerTimeout, "ServerTimeout", ETIMEDOUT, 0},
+    {Code::ServerNetworkUnreachable, "ServerNetworkUnreachable", ENETUNREACH, 0},
+    {Code::ServerHostUnreachable, "ServerHostUnreachable", EHOSTUNREACH, 0},
+    {Code::ServerNetworkDown, "ServerNetworkDown", ENETDOWN, 0},
+    {Code::ServerAddressNotAvailable, "ServerAddressNotAvailable", EADDRNOTAVAIL, 0},
+    {Code::ProtocolError, "ProtocolError", EPROTO, S5_EPROTO},
+    {Code::Lost, "Lost", ENOTCONN, S5_ELOST},
+}};
+
+constexpr bool table_in_order() {
+    for (size_t i = 0; i < kTable.size(); ++i)
+        if (static_cast<size_t>(kTable[i].code) != i) return false;
+    return true;
+}
+static_assert(table_in_order(), "kTable must follow enum Code");
+
+}  // namespace
+
+const Info& info(Code c) { return kTable[static_cast<size_t>(c)]; }
+
+std::string full_name(Code c) { return std::string(kErrorPrefix) + std::string(info(c).name); }
+
+Code from_rep(unsigned rep) {
+    switch (rep) {
+        case 2: return Code::RulesetRejected;
+        case 3: return Code::NetworkUnreachable;
+        case 4: return Code::HostUnreachable;
+        case 5: return Code::ConnectionRefused;
+        case 6: return Code::TtlExpired;
+        case 7: return Code::CommandNotSupported;
+        case 8: return Code::AddressTypeNotSupported;
+        default: return Code::ServerFailure;  // 1 and every unassigned value
+    }
+}
+
+Code from_connect_errno(int e) {
+    switch (e) {
+        case ECONNREFUSED: return Code::ServerConnectionRefused;
+        case ETIMEDOUT: return Code::ServerTimeout;
+        case ENETUNREACH: return Code::ServerNetworkUnreachable;
+        case EHOSTUNREACH: return Code::ServerHostUnreachable;
+        case ENETDOWN: return Code::ServerNetworkDown;
+        case EADDRNOTAVAIL: return Code::ServerAddressNotAvailable;
+        case ECONNRESET:
+        case EPIPE: return Code::ProtocolError;  // server hung up mid-handshake
+        default: return Code::ServerFailure;
+    }
+}
+
+Mapped from_dbus_name(std::string_view name) {
+    if (name.starts_with(kErrorPrefix)) {
+        std::string_view suffix = name.substr(kErrorPrefix.size());
+        for (const Info& i : kTable)
+            if (i.name == suffix) return {i.err, i.s5err};
+        return {ECONNREFUSED, S5_ESRVFAIL};  // a newer broker's unknown error
+    }
+    // The broker is not on the bus (not running, not activatable).
+    if (name == "org.freedesktop.DBus.Error.ServiceUnknown" ||
+        name == "org.freedesktop.DBus.Error.NameHasNoOwner" ||
+        name == "org.freedesktop.DBus.Error.UnknownObject" ||
+        name == "org.freedesktop.DBus.Error.UnknownMethod" ||
+        name == "org.freedesktop.DBus.Error.UnknownInterface" ||
+        name == "org.freedesktop.DBus.Error.Disconnected")
+        return {ECONNREFUSED, S5_ENOSERV};
+    if (name == "org.freedesktop.DBus.Error.AccessDenied" ||
+        name == "org.freedesktop.DBus.Error.AuthFailed")
+        return {EACCES, 0};
+    if (name == "org.freedesktop.DBus.Error.NoReply" || name == "org.freedesktop.DBus.Error.Timeout" ||
+        name == "org.freedesktop.DBus.Error.TimedOut")
+        return {ETIMEDOUT, 0};
+    if (name == "org.freedesktop.DBus.Error.LimitsExceeded" || name == "org.freedesktop.DBus.Error.NoMemory")
+        return {ENOSPC, 0};
+    if (name == "org.freedesktop.DBus.Error.InvalidArgs") return {EINVAL, 0};
+    return {ENOTCONN, 0};
+}
+
+const char* s5_text(int s5err) {
+    switch (s5err) {
+        case 0: return "Success";
+        case S5_ESRVFAIL: return "General SOCKSv5 server failure";
+        case S5_EPERM: return "SOCKSv5 server ruleset rejection or authentication refused";
+        case S5_ENETUNREACH: return "SOCKSv5 server could not reach target network";
+        case S5_EHOSTUNREACH: return "SOCKSv5 server could not reach target host";
+        case S5_ECONNREFUSED: return "SOCKSv5 server connection request refused by target host";
+        case S5_ETIMEDOUT: return "SOCKSv5 server connection failure due to TTL expiry";
+        case S5_EOPNOTSUPP: return "Command not supported by SOCKSv5 server";
+        case S5_EAFNOSUPPORT: return "Address family not supported by SOCKSv5 server";
+        case S5_ENOSERV: return "No SOCKSv5 server found (none configured or matching, or s5brokerd is not running)";
+        case S5_ELOST: return "SOCKSv5 association lost and could not be renewed";
+        case S5_EPROTO: return "Malformed reply from SOCKSv5 server";
+        default: {
+            // errno values are accepted too; strerrordesc_np is thread-safe
+            // where strerror is not (unknown numbers use a static buffer).
+            const char* d = strerrordesc_np(s5err);
+            return d ? d : "Unknown error";
+        }
+    }
+}
+
+}  // namespace s5::err

@@ -1,0 +1,416 @@
+// socks5udp_associate() end to end: the library in this process, the real
+// s5brokerd on a private dbus-daemon, real danted servers and a UDP echo.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <s5broker/socks5.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <sdbus-c++/sdbus-c++.h>
+#include <thread>
+
+#include "harness.hpp"
+
+namespace {
+
+using namespace s5test;
+
+// One environment for the whole suite: starting danted and the broker costs
+// about a second, and every test leaves no lease behind.
+struct Env {
+    TempDir dir;
+    PrivateBus bus{dir};
+    UdpEcho echo{dir};
+    Danted plain{dir};                                       // socksmethod: none, 127.0.0.1 and ::1
+    Danted authd{dir, DantedOptions{.username_auth = true}};  // socksmethod: username
+    uint16_t closed_port = free_tcp_port();                  // nothing listens there
+    std::unique_ptr<Broker> broker;
+    std::unique_ptr<BusClient> client;
+
+    Env() {
+        write_file(dir.file("good.pw"), std::string(kTestPassword) + "\n");
+        write_file(dir.file("bad.pw"), "not-the-password\n");
+        std::string cfg = R"({"servers": [)" + server_json("plain", "127.0.0.1", plain.port()) + "," +
+                          server_json("plain6", "::1", plain.port()) + "," +
+                          server_json("auth", "127.0.0.1", authd.port(), dir.file("good.pw")) + "," +
+                          server_json("badpw", "::1", authd.port(), dir.file("bad.pw")) + "," +
+                          server_json("closed", "127.0.0.1", closed_port) +
+                          R"(], "routes": [{"destination": "0.0.0.0/0", "servers": ["plain"]},
+                                          {"destination": "::/0", "servers": ["plain6"]}]})";
+        broker = std::make_unique<Broker>(dir, bus, cfg);
+        if (!broker->start()) throw std::runtime_error("s5brokerd did not become ready:\n" + broker->log());
+        client = std::make_unique<BusClient>(bus);
+    }
+};
+
+Env* env = nullptr;
+
+class Associate : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() { env = new Env; }
+    static void TearDownTestSuite() {
+        delete env;
+        env = nullptr;
+    }
+    void TearDown() override {
+        // Every test closes what it opened: no lease may outlive it.
+        EXPECT_TRUE(eventually([] { return env->client->lease_count() == 0; }))
+            << "leases left: " << env->client->lease_count();
+        if (HasFailure()) std::cerr << "--- s5brokerd log ---\n" << env->broker->log();
+    }
+};
+
+sockaddr_storage addr(const std::string& ip, uint16_t port, size_t* len = nullptr) {
+    sockaddr_storage ss{};
+    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    if (inet_pton(AF_INET, ip.c_str(), &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        if (len) *len = sizeof(sockaddr_in);
+    } else if (inet_pton(AF_INET6, ip.c_str(), &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        if (len) *len = sizeof(sockaddr_in6);
+    }
+    return ss;
+}
+
+const sockaddr* sa(const sockaddr_storage& ss) { return reinterpret_cast<const sockaddr*>(&ss); }
+
+struct Fd {
+    int fd;
+    explicit Fd(int f) : fd(f) {}
+    ~Fd() {
+        if (fd >= 0) ::close(fd);
+    }
+    Fd(const Fd&) = delete;
+};
+
+int tcp_socket(int family = AF_INET, int flags = 0) { return ::socket(family, SOCK_STREAM | flags, 0); }
+
+// Associates through `server_ip:port` for a target on the echo service and
+// checks a datagram round trip through the rendezvous.
+void associate_and_echo(const std::string& server_ip, uint16_t server_port, const std::string& target_ip) {
+    Fd s(tcp_socket(server_ip.find(':') == std::string::npos ? AF_INET : AF_INET6));
+    size_t svrlen = 0;
+    auto svr = addr(server_ip, server_port, &svrlen);
+    auto dst = addr(target_ip, env->echo.port());
+    ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), svrlen), 0)
+        << std::strerror(errno) << " / " << socks5_strerror(socks5_errno);
+    EXPECT_EQ(socks5_errno, 0);
+    // Dst now holds the rendezvous: danted's relay on the server's address.
+    ASSERT_EQ(dst.ss_family, svr.ss_family);
+    auto reply = echo_through(dst, target_ip, env->echo.port(), "ping " + server_ip);
+    ASSERT_TRUE(reply.has_value()) << "no echo through the relay";
+    EXPECT_EQ(*reply, "ping " + server_ip);
+}
+
+TEST_F(Associate, IPv4RoundTrip) { associate_and_echo("127.0.0.1", env->plain.port(), "127.0.0.1"); }
+
+TEST_F(Associate, IPv6RoundTrip) { associate_and_echo("::1", env->plain.port(), "::1"); }
+
+TEST_F(Associate, UsernameAuthRoundTrip) { associate_and_echo("127.0.0.1", env->authd.port(), "127.0.0.1"); }
+
+TEST_F(Associate, NullSvrRoutesByDestination) {
+    Fd s(tcp_socket());
+    auto dst = addr("127.0.0.1", env->echo.port());
+    ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof(sockaddr_in), nullptr, 0), 0) << std::strerror(errno);
+    auto reply = echo_through(dst, "127.0.0.1", env->echo.port(), "routed");
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(*reply, "routed");
+}
+
+struct Failure {
+    int rc, err, s5err;
+};
+
+Failure associate_fail(const std::string& server_ip, uint16_t port) {
+    Fd s(tcp_socket());
+    size_t svrlen = 0;
+    auto svr = addr(server_ip, port, &svrlen);
+    auto dst = addr("127.0.0.1", env->echo.port());
+    auto before = dst;
+    int rc = socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), svrlen);
+    Failure f{rc, errno, socks5_errno};
+    EXPECT_EQ(std::memcmp(&dst, &before, sizeof dst), 0) << "Dst changed on failure";
+    int type = 0;
+    socklen_t len = sizeof type;
+    EXPECT_EQ(getsockopt(s.fd, SOL_SOCKET, SO_TYPE, &type, &len), 0);
+    EXPECT_EQ(type, SOCK_STREAM) << "Socket changed on failure";
+    sockaddr_storage local{};
+    socklen_t llen = sizeof local;
+    getsockname(s.fd, reinterpret_cast<sockaddr*>(&local), &llen);
+    EXPECT_EQ(local.ss_family, AF_INET) << "Socket is no longer the caller's TCP socket";
+    return f;
+}
+
+TEST_F(Associate, WrongPasswordIsEACCES) {
+    auto f = associate_fail("::1", env->authd.port());
+    EXPECT_EQ(f.rc, -1);
+    EXPECT_EQ(f.err, EACCES);
+    EXPECT_EQ(f.s5err, S5_EPERM);
+}
+
+TEST_F(Associate, ServerNotListeningIsECONNREFUSED) {
+    auto f = associate_fail("127.0.0.1", env->closed_port);
+    EXPECT_EQ(f.rc, -1);
+    EXPECT_EQ(f.err, ECONNREFUSED);
+    EXPECT_EQ(f.s5err, 0);
+}
+
+TEST_F(Associate, UnconfiguredServerIsENOENT) {
+    auto f = associate_fail("127.0.0.9", 1080);
+    EXPECT_EQ(f.rc, -1);
+    EXPECT_EQ(f.err, ENOENT);
+    EXPECT_EQ(f.s5err, S5_ENOSERV);
+    EXPECT_NE(std::string(socks5_strerror(S5_ENOSERV)).find("No SOCKSv5 server"), std::string::npos);
+}
+
+// ---- argument errors of design.md §3 ----------------------------------------
+
+class ArgumentErrors : public Associate {
+protected:
+    sockaddr_storage svr = addr("127.0.0.1", env->plain.port());
+    sockaddr_storage dst = addr("127.0.0.1", env->echo.port());
+
+    void expect_error(int s, const sockaddr* d, size_t dlen, const sockaddr* sv, size_t svlen, int want) {
+        sockaddr_storage before = dst;
+        errno = 0;
+        EXPECT_EQ(socks5udp_associate(s, d, dlen, sv, svlen), -1);
+        EXPECT_EQ(errno, want) << "got " << std::strerror(errno) << ", want " << std::strerror(want);
+        EXPECT_EQ(socks5_errno, 0);
+        EXPECT_EQ(std::memcmp(&dst, &before, sizeof dst), 0);
+    }
+};
+
+TEST_F(ArgumentErrors, BadDescriptorIsEBADF) {
+    int fd = ::open("/dev/null", O_RDONLY);
+    ::close(fd);
+    expect_error(fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in), EBADF);
+}
+
+TEST_F(ArgumentErrors, FileIsENOTSOCK) {
+    Fd f(::open("/dev/null", O_RDONLY));
+    expect_error(f.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in), ENOTSOCK);
+}
+
+TEST_F(ArgumentErrors, DatagramSocketIsEINVAL) {
+    Fd u(::socket(AF_INET, SOCK_DGRAM, 0));
+    expect_error(u.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in), EINVAL);
+}
+
+TEST_F(ArgumentErrors, ConnectedSocketIsEISCONN) {
+    Fd s(tcp_socket());
+    ASSERT_EQ(::connect(s.fd, sa(svr), sizeof(sockaddr_in)), 0);
+    expect_error(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in), EISCONN);
+}
+
+TEST_F(ArgumentErrors, NullOrShortDstIsEINVAL) {
+    Fd s(tcp_socket());
+    expect_error(s.fd, nullptr, sizeof dst, sa(svr), sizeof(sockaddr_in), EINVAL);
+    expect_error(s.fd, sa(dst), 1, sa(svr), sizeof(sockaddr_in), EINVAL);
+    expect_error(s.fd, sa(dst), sizeof(sockaddr_in) - 1, sa(svr), sizeof(sockaddr_in), EINVAL);
+    auto d6 = addr("::1", 7);
+    dst = d6;
+    expect_error(s.fd, sa(dst), sizeof(sockaddr_in), sa(svr), sizeof(sockaddr_in), EINVAL);
+}
+
+TEST_F(ArgumentErrors, ShortSvrIsEINVAL) {
+    Fd s(tcp_socket());
+    expect_error(s.fd, sa(dst), sizeof dst, sa(svr), 4, EINVAL);
+}
+
+TEST_F(ArgumentErrors, OtherFamilyIsEAFNOSUPPORT) {
+    Fd s(tcp_socket());
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    std::memcpy(&dst, &un, sizeof un < sizeof dst ? sizeof un : sizeof dst);
+    expect_error(s.fd, sa(dst), sizeof un, sa(svr), sizeof(sockaddr_in), EAFNOSUPPORT);
+    dst = addr("127.0.0.1", env->echo.port());
+    expect_error(s.fd, sa(dst), sizeof dst, reinterpret_cast<const sockaddr*>(&un), sizeof un, EAFNOSUPPORT);
+}
+
+TEST_F(ArgumentErrors, UnmappedPointerIsEFAULT) {
+    Fd s(tcp_socket());
+    // An address in the first page is never mapped.
+    expect_error(s.fd, reinterpret_cast<const sockaddr*>(16), sizeof dst, sa(svr), sizeof(sockaddr_in), EFAULT);
+    expect_error(s.fd, sa(dst), sizeof dst, reinterpret_cast<const sockaddr*>(16), sizeof(sockaddr_in), EFAULT);
+}
+
+TEST_F(ArgumentErrors, ReadOnlyDstIsEFAULT) {
+    Fd s(tcp_socket());
+    // A valid target on a page the library may read but not write.
+    void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(page, MAP_FAILED);
+    std::memcpy(page, &dst, sizeof(sockaddr_in));
+    ASSERT_EQ(mprotect(page, 4096, PROT_READ), 0);
+    expect_error(s.fd, static_cast<const sockaddr*>(page), sizeof(sockaddr_in), sa(svr), sizeof(sockaddr_in), EFAULT);
+    munmap(page, 4096);
+}
+
+TEST_F(ArgumentErrors, RendezvousTooLargeForDstIsEINVAL) {
+    // An IPv6 server gives an IPv6 rendezvous, which a sockaddr_in cannot hold.
+    Fd s(tcp_socket());
+    auto svr6 = addr("::1", env->plain.port());
+    expect_error(s.fd, sa(dst), sizeof(sockaddr_in), sa(svr6), sizeof(sockaddr_in6), EINVAL);
+    // ...and the lease the broker made for it is released (TearDown checks).
+}
+
+// ---- the lease's life --------------------------------------------------------
+
+TEST_F(Associate, ClosingSocketReleasesLeaseAndControlConnection) {
+    Fd s(tcp_socket());
+    auto svr = addr("127.0.0.1", env->plain.port());
+    auto dst = addr("127.0.0.1", env->echo.port());
+    ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
+    EXPECT_EQ(env->client->lease_count(), 1u);
+    ASSERT_TRUE(echo_through(dst, "127.0.0.1", env->echo.port(), "x"));
+    const std::string relay_port = std::to_string(ntohs(reinterpret_cast<sockaddr_in*>(&dst)->sin_port));
+    ::close(s.fd);
+    s.fd = -1;
+    EXPECT_TRUE(eventually([] { return env->client->lease_count() == 0; }));
+    // danted closes the association with its control connection: the relay
+    // stops answering.
+    EXPECT_TRUE(eventually([&] { return !echo_through(dst, "127.0.0.1", env->echo.port(), "y", 200ms); }, 5s));
+}
+
+TEST_F(Associate, ProcessExitReleasesLease) {
+    int to_parent[2], to_child[2];
+    ASSERT_EQ(pipe(to_parent), 0);
+    ASSERT_EQ(pipe(to_child), 0);
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        // A child of a process that already used the library: it must make
+        // its own bus connection (fork safety), then exit holding the lease.
+        ::close(to_child[1]);
+        int s = tcp_socket();
+        auto svr = addr("127.0.0.1", env->plain.port());
+        auto dst = addr("127.0.0.1", env->echo.port());
+        char ok = socks5udp_associate(s, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)) == 0 ? 'y' : 'n';
+        (void)!write(to_parent[1], &ok, 1);
+        char wait;
+        (void)!read(to_child[0], &wait, 1);  // EOF once the parent has looked
+        _exit(0);
+    }
+    ::close(to_parent[1]);
+    ::close(to_child[0]);
+    char ok = 0;
+    ASSERT_EQ(read(to_parent[0], &ok, 1), 1);
+    EXPECT_EQ(ok, 'y');
+    EXPECT_EQ(env->client->lease_count(), 1u);
+    ::close(to_child[1]);
+    ::close(to_parent[0]);
+    int st;
+    ASSERT_EQ(waitpid(child, &st, 0), child);
+    EXPECT_TRUE(eventually([] { return env->client->lease_count() == 0; }));
+}
+
+TEST_F(Associate, ReleaseOverTheBusClosesTheLeaseFd) {
+    Fd s(tcp_socket());
+    auto svr = addr("127.0.0.1", env->plain.port());
+    auto dst = addr("127.0.0.1", env->echo.port());
+    ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
+    auto leases = env->client->leases();
+    ASSERT_EQ(leases.size(), 1u);
+    // Another connection of the same uid (root) may release it.
+    env->client->manager()
+        ->callMethod("Release")
+        .onInterface("org.s5broker.Broker1.Manager")
+        .withArguments(sdbus::ObjectPath(leases[0]));
+    EXPECT_EQ(env->client->lease_count(), 0u);
+    char buf[64];
+    EXPECT_EQ(recv(s.fd, buf, sizeof buf, 0), 0) << "lease fd should see EOF";
+    // Releasing it again: no such object.
+    try {
+        env->client->manager()
+            ->callMethod("Release")
+            .onInterface("org.s5broker.Broker1.Manager")
+            .withArguments(sdbus::ObjectPath(leases[0]));
+        ADD_FAILURE() << "second Release succeeded";
+    } catch (const sdbus::Error& e) {
+        EXPECT_EQ(e.getName(), "org.freedesktop.DBus.Error.UnknownObject");
+    }
+}
+
+TEST_F(Associate, LeaseObjectDescribesTheLease) {
+    Fd s(tcp_socket());
+    auto svr = addr("127.0.0.1", env->plain.port());
+    auto dst = addr("127.0.0.1", env->echo.port());
+    ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
+    auto leases = env->client->leases();
+    ASSERT_EQ(leases.size(), 1u);
+    auto lease = env->client->object(leases[0]);
+    const char* iface = "org.s5broker.Broker1.Lease";
+    EXPECT_EQ(lease->getProperty("Owner").onInterface(iface).get<uint32_t>(), getuid());
+    EXPECT_EQ(lease->getProperty("State").onInterface(iface).get<std::string>(), "active");
+    EXPECT_EQ(lease->getProperty("Generation").onInterface(iface).get<uint32_t>(), 1u);
+    EXPECT_EQ(std::string(lease->getProperty("Server").onInterface(iface).get<sdbus::ObjectPath>()),
+              "/org/s5broker/Broker1/server/plain");
+    auto relay = lease->getProperty("Relay").onInterface(iface).get<sdbus::Struct<std::vector<uint8_t>, uint16_t>>();
+    const auto* rv = reinterpret_cast<const sockaddr_in*>(&dst);
+    ASSERT_EQ(std::get<0>(relay).size(), 4u);
+    EXPECT_EQ(std::memcmp(std::get<0>(relay).data(), &rv->sin_addr, 4), 0);
+    EXPECT_EQ(std::get<1>(relay), ntohs(rv->sin_port));
+}
+
+TEST_F(Associate, KeepsCloseOnExecAndNonBlocking) {
+    for (int flags : {0, int{SOCK_CLOEXEC}, int{SOCK_NONBLOCK}, SOCK_CLOEXEC | SOCK_NONBLOCK}) {
+        Fd s(tcp_socket(AF_INET, flags));
+        auto svr = addr("127.0.0.1", env->plain.port());
+        auto dst = addr("127.0.0.1", env->echo.port());
+        ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
+        EXPECT_EQ((fcntl(s.fd, F_GETFD) & FD_CLOEXEC) != 0, (flags & SOCK_CLOEXEC) != 0);
+        EXPECT_EQ((fcntl(s.fd, F_GETFL) & O_NONBLOCK) != 0, (flags & SOCK_NONBLOCK) != 0);
+    }
+}
+
+TEST_F(Associate, FiftyConcurrentAssociationsFromTenThreads) {
+    constexpr int kThreads = 10, kEach = 5;
+    std::atomic<int> ok{0};
+    std::vector<int> fds(kThreads * kEach, -1);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < kEach; ++i) {
+                int s = tcp_socket();
+                fds[t * kEach + i] = s;
+                auto svr = addr("127.0.0.1", env->plain.port());
+                auto dst = addr("127.0.0.1", env->echo.port());
+                if (socks5udp_associate(s, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)) != 0) continue;
+                std::string msg = "t" + std::to_string(t) + "." + std::to_string(i);
+                if (echo_through(dst, "127.0.0.1", env->echo.port(), msg) == msg) ++ok;
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(ok.load(), kThreads * kEach);
+    EXPECT_EQ(env->client->lease_count(), static_cast<uint32_t>(kThreads * kEach));
+    for (int fd : fds) ::close(fd);
+}
+
+TEST_F(Associate, StatisticsCount) {
+    auto before = env->client->statistics();
+    {
+        Fd s(tcp_socket());
+        auto svr = addr("127.0.0.1", env->plain.port());
+        auto dst = addr("127.0.0.1", env->echo.port());
+        ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
+    }
+    EXPECT_TRUE(eventually([] { return env->client->lease_count() == 0; }));
+    auto after = env->client->statistics();
+    EXPECT_EQ(after["associations_made"], before["associations_made"] + 1);
+    EXPECT_EQ(after["leases_granted"], before["leases_granted"] + 1);
+    EXPECT_EQ(after["leases_released"], before["leases_released"] + 1);
+}
+
+}  // namespace

@@ -1,0 +1,253 @@
+// s5brokerd as a process: refusing bad configs, serving malformed calls with
+// errors, and the library's answer when no broker is on the bus.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <s5broker/socks5.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <sdbus-c++/sdbus-c++.h>
+
+#include "harness.hpp"
+
+namespace {
+
+using namespace s5test;
+
+constexpr const char* kManager = "org.s5broker.Broker1.Manager";
+
+struct RunResult {
+    int exit_code = -1;
+    std::string output;
+};
+
+RunResult run_broker(const TempDir& dir, const std::vector<std::string>& args) {
+    std::vector<std::string> argv{S5BROKERD_PATH};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::string log = dir.file("run.log");
+    ::unlink(log.c_str());
+    // No bus at all: a config error must be reported before connecting.
+    Process p(Process::Options{argv, {"DBUS_SYSTEM_BUS_ADDRESS=unix:path=" + dir.file("nobus")}, log, false});
+    auto st = p.wait(10s);
+    RunResult r;
+    if (st && WIFEXITED(*st)) r.exit_code = WEXITSTATUS(*st);
+    r.output = read_file(log);
+    return r;
+}
+
+struct BadConfig {
+    const char* json;
+    const char* message;
+};
+
+TEST(Daemon, RefusesInvalidConfigNamingThePathAndReason) {
+    TempDir dir;
+    const BadConfig cases[] = {
+        {R"({"servers": [{"name": "a", "address": "127.0.0.1", "port": 70000}]})", "servers[0].port: must be"},
+        {R"({"servers": []})", "servers: "},
+        {R"({"servers": [{"name": "a", "address": "127.0.0.1", "port": 1080}], "bogus": 1})", "bogus: unknown key"},
+        {R"({"servers": [{"name": "a", "address": "not-an-ip", "port": 1080}]})", "servers[0].address: "},
+        {R"({"servers": [)", "(root): invalid JSON"},
+    };
+    for (const auto& c : cases) {
+        write_file(dir.file("bad.json"), c.json, 0600);
+        auto r = run_broker(dir, {"--config", dir.file("bad.json")});
+        EXPECT_EQ(r.exit_code, 78) << c.json << "\n" << r.output;
+        EXPECT_NE(r.output.find(c.message), std::string::npos) << "want \"" << c.message << "\" in: " << r.output;
+        // One line: the path and the reason.
+        EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+    }
+}
+
+TEST(Daemon, RefusesConfigReadableByOthers) {
+    TempDir dir;
+    write_file(dir.file("open.json"), R"({"servers": [{"name": "a", "address": "127.0.0.1", "port": 1080}]})", 0644);
+    auto r = run_broker(dir, {"--config", dir.file("open.json")});
+    EXPECT_EQ(r.exit_code, 78) << r.output;
+    EXPECT_NE(r.output.find("readable by others"), std::string::npos) << r.output;
+}
+
+TEST(Daemon, MissingConfigFile) {
+    TempDir dir;
+    auto r = run_broker(dir, {"--config", dir.file("absent.json")});
+    EXPECT_EQ(r.exit_code, 78) << r.output;
+    EXPECT_NE(r.output.find("absent.json"), std::string::npos) << r.output;
+}
+
+TEST(Daemon, VersionHelpAndBadOptions) {
+    TempDir dir;
+    auto v = run_broker(dir, {"--version"});
+    EXPECT_EQ(v.exit_code, 0);
+    EXPECT_EQ(v.output.rfind("s5brokerd ", 0), 0u) << v.output;
+    auto h = run_broker(dir, {"--help"});
+    EXPECT_EQ(h.exit_code, 0);
+    EXPECT_NE(h.output.find("--config"), std::string::npos);
+    auto b = run_broker(dir, {"--bus=nonsense"});
+    EXPECT_EQ(b.exit_code, 2);
+    EXPECT_NE(b.output.find("--bus"), std::string::npos);
+}
+
+TEST(Daemon, NoBusIsAClearError) {
+    TempDir dir;
+    write_file(dir.file("ok.json"), R"({"servers": [{"name": "a", "address": "127.0.0.1", "port": 1080}]})", 0600);
+    auto r = run_broker(dir, {"--config", dir.file("ok.json")});
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("cannot connect to the system bus"), std::string::npos) << r.output;
+}
+
+// The library with a bus but no broker on it, in a child process so this
+// binary's own library connection is not bound to that bus.
+TEST(Library, NoBrokerOnTheBusIsECONNREFUSEDWithENOSERV) {
+    TempDir dir;
+    PrivateBus bus(dir);
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        int s = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in dst{};
+        dst.sin_family = AF_INET;
+        dst.sin_port = htons(7);
+        dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int rc = socks5udp_associate(s, reinterpret_cast<sockaddr*>(&dst), sizeof dst, nullptr, 0);
+        _exit(rc == -1 && errno == ECONNREFUSED && socks5_errno == S5_ENOSERV ? 0 : 1);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(child, &st, 0), child);
+    ASSERT_TRUE(WIFEXITED(st));
+    EXPECT_EQ(WEXITSTATUS(st), 0) << "want ECONNREFUSED + S5_ENOSERV";
+}
+
+TEST(Library, NoBusAtAllIsECONNREFUSEDWithENOSERV) {
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/s5broker-bus", 1);
+        int s = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in dst{};
+        dst.sin_family = AF_INET;
+        dst.sin_port = htons(7);
+        dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int rc = socks5udp_associate(s, reinterpret_cast<sockaddr*>(&dst), sizeof dst, nullptr, 0);
+        _exit(rc == -1 && errno == ECONNREFUSED && socks5_errno == S5_ENOSERV ? 0 : 1);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(child, &st, 0), child);
+    ASSERT_TRUE(WIFEXITED(st));
+    EXPECT_EQ(WEXITSTATUS(st), 0) << "want ECONNREFUSED + S5_ENOSERV";
+}
+
+// ---- a running broker and malformed calls ----------------------------------
+
+class DaemonOnBus : public ::testing::Test {
+protected:
+    TempDir dir;
+    PrivateBus bus{dir};
+    Danted danted{dir};
+    std::unique_ptr<Broker> broker;
+    std::unique_ptr<BusClient> client;
+
+    void SetUp() override {
+        broker = std::make_unique<Broker>(dir, bus,
+                                          R"({"servers": [)" + server_json("d", "127.0.0.1", danted.port()) + "]}");
+        ASSERT_TRUE(broker->start()) << broker->log();
+        client = std::make_unique<BusClient>(bus);
+    }
+
+    void TearDown() override {
+        if (HasFailure()) std::cerr << "--- s5brokerd log ---\n" << broker->log();
+    }
+
+    std::string associate_error(const std::vector<uint8_t>& dst, uint16_t dport, const std::vector<uint8_t>& srv,
+                                uint16_t sport, const std::map<std::string, sdbus::Variant>& opts) {
+        try {
+            sdbus::ObjectPath path;
+            sdbus::UnixFd fd;
+            std::vector<uint8_t> relay;
+            uint16_t rport = 0;
+            client->manager()
+                ->callMethod("Associate")
+                .onInterface(kManager)
+                .withArguments(dst, dport, srv, sport, opts)
+                .storeResultsTo(path, fd, relay, rport);
+            return "";
+        } catch (const sdbus::Error& e) {
+            return e.getName();
+        }
+    }
+};
+
+const std::vector<uint8_t> kLoopback{127, 0, 0, 1};
+
+TEST_F(DaemonOnBus, MalformedAssociateCallsGetInvalidArgs) {
+    const std::string invalid = "org.s5broker.Broker1.Error.InvalidArgs";
+    uint16_t p = danted.port();
+    for (size_t n : {0u, 3u, 5u, 17u})
+        EXPECT_EQ(associate_error(std::vector<uint8_t>(n, 1), 7, kLoopback, p, {}), invalid) << n << " bytes";
+    EXPECT_EQ(associate_error(kLoopback, 7, {1, 2, 3}, p, {}), invalid);
+    EXPECT_EQ(associate_error(kLoopback, 7, kLoopback, 0, {}), invalid) << "server port 0";
+    EXPECT_EQ(associate_error(kLoopback, 7, {}, 1080, {}), invalid) << "port without address";
+    EXPECT_EQ(associate_error(kLoopback, 7, kLoopback, p, {{"bogus", sdbus::Variant(uint32_t{1})}}), invalid);
+    EXPECT_EQ(associate_error(kLoopback, 7, kLoopback, p, {{"timeout_ms", sdbus::Variant(std::string("5"))}}),
+              invalid);
+    EXPECT_EQ(associate_error(kLoopback, 7, kLoopback, p, {{"timeout_ms", sdbus::Variant(uint32_t{0})}}), invalid);
+    EXPECT_EQ(associate_error(kLoopback, 7, std::vector<uint8_t>(1 << 20, 7), p, {}), invalid) << "1 MiB array";
+    // Unconfigured server and no route (no routes configured).
+    EXPECT_EQ(associate_error(kLoopback, 7, {127, 0, 0, 2}, 1, {}), "org.s5broker.Broker1.Error.NoServer");
+    EXPECT_EQ(associate_error(kLoopback, 7, {}, 0, {}), "org.s5broker.Broker1.Error.NoServer");
+    // Wrong signature altogether.
+    try {
+        client->manager()->callMethod("Associate").onInterface(kManager).withArguments(std::string("x"));
+        ADD_FAILURE() << "call with a wrong signature succeeded";
+    } catch (const sdbus::Error& e) {
+        EXPECT_FALSE(e.getName().empty());
+    }
+    // Still serving: a valid call works.
+    EXPECT_EQ(associate_error(kLoopback, 7, kLoopback, p, {{"timeout_ms", sdbus::Variant(uint32_t{5000})}}), "");
+    EXPECT_TRUE(eventually([&] { return client->lease_count() == 0; })) << "lease of a dropped fd not released";
+    EXPECT_TRUE(broker->process().running());
+}
+
+TEST_F(DaemonOnBus, GetServerAndProperties) {
+    auto proxy = client->manager();
+    EXPECT_EQ(proxy->getProperty("Version").onInterface(kManager).get<std::string>().empty(), false);
+    auto servers = proxy->getProperty("Servers").onInterface(kManager).get<std::vector<sdbus::ObjectPath>>();
+    ASSERT_EQ(servers.size(), 1u);
+    EXPECT_EQ(std::string(servers[0]), "/org/s5broker/Broker1/server/d");
+    auto srv = client->object(servers[0]);
+    const char* iface = "org.s5broker.Broker1.Server";
+    EXPECT_EQ(srv->getProperty("Name").onInterface(iface).get<std::string>(), "d");
+    EXPECT_EQ(srv->getProperty("Port").onInterface(iface).get<uint16_t>(), danted.port());
+    EXPECT_EQ(srv->getProperty("AuthMethod").onInterface(iface).get<std::string>(), "none");
+    // No routes: GetServer has nothing to say.
+    try {
+        std::string name;
+        std::vector<uint8_t> a;
+        uint16_t port;
+        proxy->callMethod("GetServer").onInterface(kManager).withArguments(kLoopback, uint16_t{7}).storeResultsTo(
+            name, a, port);
+        ADD_FAILURE() << "GetServer without routes succeeded";
+    } catch (const sdbus::Error& e) {
+        EXPECT_EQ(e.getName(), "org.s5broker.Broker1.Error.NoServer");
+    }
+}
+
+TEST_F(DaemonOnBus, SecondInstanceCannotOwnTheName) {
+    Broker second(dir, bus, R"({"servers": [)" + server_json("d", "127.0.0.1", danted.port()) + "]}");
+    EXPECT_FALSE(second.start(5s));
+    auto st = second.process().wait(5s);
+    ASSERT_TRUE(st);
+    EXPECT_EQ(WEXITSTATUS(*st), 1);
+    EXPECT_NE(second.log().find("cannot own org.s5broker.Broker1"), std::string::npos) << second.log();
+}
+
+TEST_F(DaemonOnBus, SigtermExitsCleanly) {
+    auto st = broker->stop(SIGTERM);
+    ASSERT_TRUE(st);
+    EXPECT_TRUE(WIFEXITED(*st));
+    EXPECT_EQ(WEXITSTATUS(*st), 0) << broker->log();
+}
+
+}  // namespace

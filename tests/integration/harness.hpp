@@ -1,0 +1,167 @@
+// Real parts for integration tests: a private dbus-daemon, danted, a UDP echo
+// service and the s5brokerd binary, each a child process that the harness
+// stops by PID (danted by process group) when the object goes away, also
+// when a test fails.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sdbus { class IConnection; class IProxy; }
+
+namespace s5test {
+
+using namespace std::chrono_literals;
+
+// A directory under /tmp, removed with everything in it.
+class TempDir {
+public:
+    TempDir();
+    ~TempDir();
+    const std::string& path() const { return path_; }
+    std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+private:
+    std::string path_;
+};
+
+void write_file(const std::string& path, const std::string& content, mode_t mode = 0600);
+std::string read_file(const std::string& path);
+
+// A child process. Its stdout and stderr go to `log_path`.
+class Process {
+public:
+    struct Options {
+        std::vector<std::string> argv;
+        std::vector<std::string> env;           // "K=V" added to the environment
+        std::string log_path;                   // empty: inherit
+        bool own_process_group = false;         // setsid(): kill the whole group
+    };
+    explicit Process(Options o);
+    ~Process();                                 // SIGKILL (group) and reap
+    Process(const Process&) = delete;
+    Process& operator=(const Process&) = delete;
+
+    pid_t pid() const { return pid_; }
+    bool running();
+    // Sends `sig` to the process (or its group); waits up to `timeout` for
+    // it to exit. Returns the exit status as from waitpid, or nullopt.
+    std::optional<int> stop(int sig = 15, std::chrono::milliseconds timeout = 5000ms);
+    std::optional<int> wait(std::chrono::milliseconds timeout);
+    void kill_group(int sig);
+
+private:
+    pid_t pid_ = -1;
+    bool group_ = false;
+    std::optional<int> status_;
+};
+
+uint16_t free_tcp_port();
+uint16_t free_udp_port();
+// Polls `pred` every 10 ms until true or `timeout`; returns its last value.
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 5000ms);
+
+// dbus-daemon with tests/dbus-system.conf on a socket in `dir`. Exports
+// DBUS_SYSTEM_BUS_ADDRESS to this process, so libs5client uses it.
+class PrivateBus {
+public:
+    explicit PrivateBus(const TempDir& dir);
+    const std::string& address() const { return address_; }
+
+private:
+    std::string address_;
+    std::unique_ptr<Process> proc_;
+};
+
+struct DantedOptions {
+    bool username_auth = false;                 // socksmethod: username (system users)
+    bool ipv6 = true;                           // also listen on ::1
+    uint16_t port = 0;                          // 0: pick a free one
+};
+
+// The test system user scripts/setup creates for socksmethod: username.
+inline constexpr const char* kTestUser = "s5test";
+inline constexpr const char* kTestPassword = "s5test-password";
+bool test_user_exists();
+
+class Danted {
+public:
+    Danted(const TempDir& dir, DantedOptions o = {});
+    ~Danted();
+    uint16_t port() const { return opt_.port; }
+    void start();                               // waits until it accepts connections
+    void kill();                                // SIGKILL to the whole process group
+    std::string log() const;
+
+private:
+    std::string conf_, log_, tag_;
+    DantedOptions opt_;
+    std::unique_ptr<Process> proc_;
+};
+
+// tests/tools/udp-echo on 127.0.0.1 and ::1.
+class UdpEcho {
+public:
+    explicit UdpEcho(const TempDir& dir);
+    uint16_t port() const { return port_; }
+
+private:
+    uint16_t port_ = 0;
+    std::unique_ptr<Process> proc_;
+};
+
+// s5brokerd as a child on the private bus, started with a config of the
+// test's making; ready when it sends READY=1 on $NOTIFY_SOCKET.
+class Broker {
+public:
+    Broker(const TempDir& dir, const PrivateBus& bus, const std::string& config_json);
+    ~Broker();
+    bool start(std::chrono::milliseconds timeout = 10000ms);   // false: exited or no READY
+    std::optional<int> stop(int sig = 15);
+    Process& process() { return *proc_; }
+    std::string log() const;
+    const std::string& config_path() const { return config_; }
+
+private:
+    const TempDir& dir_;
+    const PrivateBus& bus_;
+    std::string config_, log_, notify_;
+    std::unique_ptr<Process> proc_;
+};
+
+// A plain D-Bus client of the broker for assertions (properties, calls).
+class BusClient {
+public:
+    explicit BusClient(const PrivateBus& bus);
+    ~BusClient();
+    uint32_t lease_count();
+    std::vector<std::string> leases();
+    std::map<std::string, uint64_t> statistics();
+    sdbus::IConnection& connection() { return *conn_; }
+    std::unique_ptr<sdbus::IProxy> manager();
+    std::unique_ptr<sdbus::IProxy> object(const std::string& path);
+
+private:
+    std::unique_ptr<sdbus::IConnection> conn_;
+};
+
+// JSON for one server entry of s5brokerd.json.
+std::string server_json(const std::string& name, const std::string& address, uint16_t port,
+                        const std::string& password_file = "");
+
+// Sends `payload` framed for `target` (RFC 1928 UDP header) to `relay` from
+// a new UDP socket and waits for one reply; returns the reply's payload, or
+// nullopt on timeout or a malformed reply.
+std::optional<std::string> echo_through(const sockaddr_storage& relay, const std::string& target_ip,
+                                        uint16_t target_port, const std::string& payload,
+                                        std::chrono::milliseconds timeout = 2000ms);
+
+}  // namespace s5test
