@@ -42,6 +42,9 @@ public:
     Association(const Association&) = delete;
     Association& operator=(const Association&) = delete;
 
+    // Ownership moves between a pool and a lease; so do the callbacks.
+    void set_callbacks(Callbacks cb) { cb_ = std::move(cb); }
+
     uint64_t id() const { return id_; }
     State state() const { return state_; }
     const std::string& server_name() const { return server_name_; }

@@ -135,8 +135,7 @@ private:
                 req.timeout = std::chrono::milliseconds(ms);
             } else if (key == "nonblocking") {
                 if (value.peekValueType() != "b") throw invalid_args("option nonblocking must be of type b");
-                // Accepted; with no pool yet every association is made on
-                // demand and the reply comes when it is ready.
+                req.nonblocking = value.get<bool>();
             } else {
                 throw invalid_args("unknown option \"" + key + "\"");
             }
@@ -161,7 +160,7 @@ private:
     std::tuple<std::string, std::vector<uint8_t>, uint16_t> GetServer(const std::vector<uint8_t>& dst_address,
                                                                       const uint16_t& dst_port) override {
         return guarded("GetServer", [&] {
-            auto sel = bus_.manager().select_server(endpoint_arg(dst_address, dst_port, "dst_address"), std::nullopt);
+            auto sel = bus_.manager().select_server(endpoint_arg(dst_address, dst_port, "dst_address"));
             if (auto* f = std::get_if<Failure>(&sel)) throw bus_error(f->code, f->message);
             const auto* s = std::get<const s5::config::Server*>(sel);
             return std::make_tuple(s->name, s->endpoint.ip_bytes(), s->endpoint.port);
@@ -193,7 +192,11 @@ private:
         });
     }
     std::map<std::string, uint64_t> Statistics() override {
-        return guarded("Statistics", [&] { return bus_.manager().statistics(); });
+        return guarded("Statistics", [&] {
+            auto stats = bus_.manager().statistics();
+            stats["leases"] = bus_.manager().leases().size();
+            return stats;
+        });
     }
 
     Bus& bus_;
@@ -204,26 +207,43 @@ private:
 class ServerObject final
     : public sdbus::AdaptorInterfaces<org::s5broker::Broker1::Server_adaptor, sdbus::Properties_adaptor> {
 public:
-    ServerObject(sdbus::IConnection& conn, const s5::config::Server& s)
-        : AdaptorInterfaces(conn, server_path(s.name)), server_(s) {
+    ServerObject(sdbus::IConnection& conn, const ServerPool& pool)
+        : AdaptorInterfaces(conn, server_path(pool.name())), pool_(pool) {
         registerAdaptor();
     }
     ~ServerObject() { unregisterAdaptor(); }
 
-private:
-    std::string Name() override { return server_.name; }
-    std::vector<uint8_t> Address() override { return server_.endpoint.ip_bytes(); }
-    uint16_t Port() override { return server_.endpoint.port; }
-    std::string AuthMethod() override {
-        return server_.auth.method == s5::config::AuthMethod::Username ? "username" : "none";
+    // Emitted only when a value differs from what was last announced.
+    void changed() {
+        Snapshot now{pool_.state_name(), pool_.idle(), pool_.last_error()};
+        std::vector<std::string> props;
+        if (now.state != last_.state) props.push_back("State");
+        if (now.idle != last_.idle) props.push_back("PoolIdle");
+        if (now.last_error != last_.last_error) props.push_back("LastError");
+        last_ = now;
+        if (!props.empty()) emitPropertiesChangedSignal("org.s5broker.Broker1.Server", props);
     }
-    // Without a pool the broker connects on demand: nothing to report yet.
-    std::string State() override { return "up"; }
-    uint32_t PoolIdle() override { return 0; }
-    uint32_t PoolTarget() override { return 0; }
-    std::string LastError() override { return ""; }
 
-    s5::config::Server server_;  // a copy without the password
+private:
+    struct Snapshot {
+        std::string state;
+        unsigned idle = 0;
+        std::string last_error;
+    };
+
+    std::string Name() override { return pool_.name(); }
+    std::vector<uint8_t> Address() override { return pool_.server().endpoint.ip_bytes(); }
+    uint16_t Port() override { return pool_.server().endpoint.port; }
+    std::string AuthMethod() override {
+        return pool_.server().auth.method == s5::config::AuthMethod::Username ? "username" : "none";
+    }
+    std::string State() override { return pool_.state_name(); }
+    uint32_t PoolIdle() override { return pool_.idle(); }
+    uint32_t PoolTarget() override { return pool_.min_idle(); }
+    std::string LastError() override { return pool_.last_error(); }
+
+    const ServerPool& pool_;  // outlives the object (Bus dies before Manager)
+    Snapshot last_;
 };
 
 // ---- Lease objects ---------------------------------------------------------
@@ -240,10 +260,18 @@ public:
         emitLost(why);
         emitPropertiesChangedSignal(kLeaseIface, {"State"});
     }
+    void renewed() {
+        emitRenewed(lease_.generation(), lease_.relay().ip_bytes(), lease_.relay().port);
+        changed();
+    }
+    void changed() { emitPropertiesChangedSignal(kLeaseIface, {"State", "Server", "Relay", "Generation"}); }
 
 private:
     uint32_t Owner() override { return static_cast<uint32_t>(lease_.uid()); }
-    sdbus::ObjectPath Server() override { return sdbus::ObjectPath(server_path(lease_.server_name())); }
+    sdbus::ObjectPath Server() override {
+        // A pending lease has no server yet: the manager object stands in.
+        return sdbus::ObjectPath(lease_.server_name().empty() ? kManagerPath : server_path(lease_.server_name()));
+    }
     sdbus::Struct<std::vector<uint8_t>, uint16_t> Relay() override { return relay_struct(lease_.relay()); }
     uint32_t Generation() override { return lease_.generation(); }
     std::string State() override { return to_string(lease_.state()); }
@@ -268,7 +296,7 @@ Bus::Bus(sdbus::IConnection& conn, Manager& manager) : conn_(conn), manager_(man
         });
     dbus_proxy_->finishRegistration();
     manager_obj_ = std::make_unique<ManagerObject>(conn_, *this);
-    for (const auto& s : manager_.config().servers) servers_[s.name] = std::make_unique<ServerObject>(conn_, s);
+    for (const auto& [name, pool] : manager_.pools()) servers_[name] = std::make_unique<ServerObject>(conn_, *pool);
     manager_.set_observer(this);
 }
 
@@ -303,6 +331,18 @@ void Bus::lease_count_changed() {
 void Bus::lease_added(Lease& lease) {
     leases_[lease.id()] = std::make_unique<LeaseObject>(conn_, lease);
     lease_count_changed();
+}
+
+void Bus::lease_changed(Lease& lease) {
+    if (auto it = leases_.find(lease.id()); it != leases_.end()) it->second->changed();
+}
+
+void Bus::lease_renewed(Lease& lease) {
+    if (auto it = leases_.find(lease.id()); it != leases_.end()) it->second->renewed();
+}
+
+void Bus::server_changed(ServerPool& pool) {
+    if (auto it = servers_.find(pool.name()); it != servers_.end()) it->second->changed();
 }
 
 void Bus::lease_lost(Lease& lease, const std::string& why) {

@@ -33,7 +33,10 @@ public:
     sdbus::IConnection& connection() { return conn_; }
 
     void lease_added(Lease& lease) override;
+    void lease_changed(Lease& lease) override;
+    void lease_renewed(Lease& lease) override;
     void lease_lost(Lease& lease, const std::string& why) override;
+    void server_changed(ServerPool& pool) override;
     void lease_removed(Lease& lease) override;
 
 private:

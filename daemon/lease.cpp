@@ -14,6 +14,7 @@ namespace s5d {
 
 const char* to_string(LeaseState s) {
     switch (s) {
+        case LeaseState::Pending: return "pending";
         case LeaseState::Active: return "active";
         case LeaseState::Renewing: return "renewing";
         case LeaseState::Lost: return "lost";
@@ -23,16 +24,13 @@ const char* to_string(LeaseState s) {
 
 std::string lease_path(uint64_t id) { return "/org/s5broker/Broker1/lease/" + std::to_string(id); }
 
-Lease::Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, std::unique_ptr<Association> assoc,
-             std::function<void(Lease&)> on_eof)
+Lease::Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, s5::wire::Endpoint dst,
+             std::unique_ptr<Association> assoc, std::function<void(Lease&)> on_eof)
     : id_(id),
       path_(lease_path(id)),
       uid_(uid),
       owner_(std::move(owner)),
-      server_name_(assoc->server_name()),
-      assoc_(std::move(assoc)),
-      relay_(assoc_->relay()),
-      source_(assoc_->source()),
+      dst_(dst),
       created_(loop.now()),
       on_eof_(std::move(on_eof)) {
     int sv[2];
@@ -46,12 +44,7 @@ Lease::Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, std::un
     if (fl < 0 || fcntl(broker_end_.get(), F_SETFL, fl | O_NONBLOCK) < 0)
         throw std::system_error(errno, std::generic_category(), "fcntl");
     watch_ = IoWatch(loop, broker_end_.get(), EPOLLIN | EPOLLRDHUP, [this](uint32_t ev) { on_broker_end(ev); });
-    s5::wire::LeaseEvent ev;
-    ev.type = s5::wire::LeaseEventType::Ready;
-    ev.generation = generation_;
-    ev.relay = relay_;
-    ev.source = source_;
-    send_event(ev);
+    if (assoc) attach(std::move(assoc));
 }
 
 Lease::~Lease() = default;
@@ -64,15 +57,38 @@ void Lease::send_event(const s5::wire::LeaseEvent& ev) {
         log::warning("lease %llu: cannot queue event: %s", static_cast<unsigned long long>(id_), strerror(errno));
 }
 
-void Lease::mark_lost(int err, int s5err) {
+void Lease::attach(std::unique_ptr<Association> assoc) {
+    const bool renewal = state_ == LeaseState::Renewing;
+    assoc_ = std::move(assoc);
+    server_name_ = assoc_->server_name();
+    relay_ = assoc_->relay();
+    source_ = assoc_->source();
+    ++generation_;
+    state_ = LeaseState::Active;
+    last_error_.clear();
+    s5::wire::LeaseEvent ev;
+    ev.type = renewal ? s5::wire::LeaseEventType::Renewed : s5::wire::LeaseEventType::Ready;
+    ev.generation = generation_;
+    ev.relay = relay_;
+    ev.source = source_;
+    send_event(ev);
+}
+
+std::unique_ptr<Association> Lease::detach_for_renewal() {
+    state_ = LeaseState::Renewing;
+    return std::move(assoc_);
+}
+
+std::unique_ptr<Association> Lease::mark_lost(int err, int s5err, const std::string& why) {
     state_ = LeaseState::Lost;
-    assoc_.reset();
+    last_error_ = why;
     s5::wire::LeaseEvent ev;
     ev.type = s5::wire::LeaseEventType::Lost;
     ev.generation = generation_;
     ev.err = err;
     ev.s5err = s5err;
     send_event(ev);
+    return std::move(assoc_);
 }
 
 void Lease::on_broker_end(uint32_t revents) {

@@ -2,6 +2,10 @@
 // application holds one end of a SOCK_SEQPACKET socketpair (the "lease fd",
 // dup'ed onto its Socket by libs5client); the broker holds the other, writes
 // lease events on it, and releases the lease when it reads EOF.
+//
+// States: pending (non-blocking request, no association yet) -> active
+// <-> renewing (control connection lost, waiting for a new association)
+// -> lost (no association within the grace time; final).
 #pragma once
 
 #include <sys/types.h>
@@ -13,22 +17,22 @@
 
 #include "association.hpp"
 #include "event_loop.hpp"
-#include "unique_fd.hpp"
 #include "wire.hpp"
 
 namespace s5d {
 
 using s5::UniqueFd;
 
-enum class LeaseState { Active, Renewing, Lost };
+enum class LeaseState { Pending, Active, Renewing, Lost };
 const char* to_string(LeaseState s);
 
 class Lease {
 public:
     // Creates the socketpair; throws std::system_error when out of fds.
     // `on_eof` runs from the loop when the application's end is closed.
-    Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, std::unique_ptr<Association> assoc,
-          std::function<void(Lease&)> on_eof);
+    // Without an association the lease starts Pending.
+    Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, s5::wire::Endpoint dst,
+          std::unique_ptr<Association> assoc, std::function<void(Lease&)> on_eof);
     ~Lease();
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
@@ -37,6 +41,7 @@ public:
     const std::string& path() const { return path_; }
     uid_t uid() const { return uid_; }
     const std::string& owner() const { return owner_; }
+    const s5::wire::Endpoint& dst() const { return dst_; }
     const std::string& server_name() const { return server_name_; }
     uint32_t generation() const { return generation_; }
     LeaseState state() const { return state_; }
@@ -44,13 +49,22 @@ public:
     const s5::wire::Endpoint& source() const { return source_; }
     Association* association() const { return assoc_.get(); }
     Clock::time_point created() const { return created_; }
+    const std::string& last_error() const { return last_error_; }
 
     // The application's end, to send in the Associate reply. Call once: the
     // lease keeps no copy, so the application's close is the broker's EOF.
     UniqueFd take_client_end() { return std::move(client_end_); }
 
-    // The association is gone for good: tell the application.
-    void mark_lost(int err, int s5err);
+    // Pending -> Active (gen 1, Ready event) or Renewing -> Active (gen+1,
+    // Renewed event) with a new association.
+    void attach(std::unique_ptr<Association> assoc);
+    // Active -> Renewing: the association is gone; returns it for disposal.
+    std::unique_ptr<Association> detach_for_renewal();
+    // Any -> Lost (final): tell the application why. Returns the
+    // association, if any, for disposal.
+    std::unique_ptr<Association> mark_lost(int err, int s5err, const std::string& why);
+    // On release: the association, if any, for disposal.
+    std::unique_ptr<Association> take_association() { return std::move(assoc_); }
 
 private:
     void on_broker_end(uint32_t revents);
@@ -60,12 +74,14 @@ private:
     std::string path_;
     uid_t uid_;
     std::string owner_;
+    s5::wire::Endpoint dst_;
     std::string server_name_;
     std::unique_ptr<Association> assoc_;
-    uint32_t generation_ = 1;
-    LeaseState state_ = LeaseState::Active;
+    uint32_t generation_ = 0;
+    LeaseState state_ = LeaseState::Pending;
     s5::wire::Endpoint relay_, source_;
     Clock::time_point created_;
+    std::string last_error_;
     UniqueFd broker_end_, client_end_;
     IoWatch watch_;
     std::function<void(Lease&)> on_eof_;

@@ -112,6 +112,7 @@ int run(const Options& opts) {
         return 1;
     }
     loop.attach_bus(*conn);
+    manager.start();
     s5d::log::notice("s5brokerd %s serving %s on the %s bus with %zu server(s)", S5BROKER_VERSION, kBusName,
                      opts.session_bus ? "session" : "system", manager.config().servers.size());
     sd_notify(0, "READY=1\nSTATUS=Serving");

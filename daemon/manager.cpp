@@ -1,7 +1,9 @@
 #include "manager.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string.h>
 #include <system_error>
 
 #include "log.hpp"
@@ -11,122 +13,328 @@ namespace s5d {
 
 using s5::err::Code;
 
+namespace {
+unsigned long long ull(uint64_t v) { return static_cast<unsigned long long>(v); }
+}  // namespace
+
 Manager::Manager(EventLoop& loop, s5::config::Config config) : loop_(loop), config_(std::move(config)) {
     for (const char* k : {"associations_made", "associations_failed", "leases_granted", "leases_released",
-                          "leases_lost", "served_from_pool", "renewals"})
+                          "leases_lost", "served_from_pool", "renewals", "failovers"})
         stats_[k] = 0;
+    for (const auto& s : config_.servers) {
+        ServerPool::Hooks hooks{
+            [this](ServerPool& p) { serve_waiters(p); },
+            [this](ServerPool& p, Code c, const std::string& t) { on_pool_failed(p, c, t); },
+            [this](ServerPool& p) {
+                if (observer_) observer_->server_changed(p);
+            },
+        };
+        pools_.emplace(s.name, std::make_unique<ServerPool>(loop_, s, config_, stats_, std::move(hooks)));
+    }
+    // The pools hold their own copies; the manager keeps no password.
+    for (auto& s : config_.servers) {
+        explicit_bzero(s.auth.password.data(), s.auth.password.size());
+        s.auth.password.clear();
+    }
 }
 
 Manager::~Manager() {
-    // Leases first: their associations and fds close with them.
+    observer_ = nullptr;
+    waiters_.clear();
     leases_.clear();
-    pending_.clear();
+    pools_.clear();
 }
 
-std::variant<const s5::config::Server*, Failure> Manager::select_server(
+void Manager::start() {
+    for (auto& [name, pool] : pools_) pool->pump(0, false);
+}
+
+// ---- choosing servers ------------------------------------------------------
+
+std::variant<std::vector<std::string>, Failure> Manager::candidates_for(
     const s5::wire::Endpoint& dst, const std::optional<s5::wire::Endpoint>& server) const {
     if (server) {
-        if (const auto* s = config_.find_server(*server)) return s;
+        if (const auto* s = config_.find_server(*server)) return std::vector<std::string>{s->name};
         return Failure{Code::NoServer, server->to_string() + " is not a configured SOCKS server"};
     }
     const auto* route = config_.route_for(dst);
-    if (!route || route->servers.empty())
-        return Failure{Code::NoServer, "no route for " + dst.to_string()};
-    if (const auto* s = config_.find_server(route->servers.front())) return s;
-    return Failure{Code::NoServer, "route for " + dst.to_string() + " names no configured server"};
+    if (!route || route->servers.empty()) return Failure{Code::NoServer, "no route for " + dst.to_string()};
+    return route->servers;
+}
+
+std::vector<std::string> Manager::renewal_candidates(const Lease& lease) const {
+    // The same server first, then the route's servers in order.
+    std::vector<std::string> c{lease.server_name()};
+    if (const auto* route = config_.route_for(lease.dst()))
+        for (const auto& n : route->servers)
+            if (std::find(c.begin(), c.end(), n) == c.end()) c.push_back(n);
+    return c;
+}
+
+std::variant<const s5::config::Server*, Failure> Manager::select_server(const s5::wire::Endpoint& dst) const {
+    auto c = candidates_for(dst, std::nullopt);
+    if (auto* f = std::get_if<Failure>(&c)) return *f;
+    const auto& names = std::get<std::vector<std::string>>(c);
+    for (const auto& n : names) {
+        auto it = pools_.find(n);
+        if (it != pools_.end() && it->second->health() != ServerHealth::Down) return &it->second->server();
+    }
+    return &pools_.at(names.front())->server();
 }
 
 std::optional<Failure> Manager::check_quota(uid_t uid) const {
-    size_t total = leases_.size() + pending_.size();
+    size_t requests = 0, mine = 0;
+    for (const auto& w : waiters_)
+        if (w.kind == Waiter::Kind::Request) {
+            ++requests;
+            mine += w.req.uid == uid;
+        }
+    size_t total = leases_.size() + requests;
     if (total >= config_.limits.leases_total)
         return Failure{Code::QuotaExceeded, "lease table full (" + std::to_string(total) + " leases)"};
-    size_t mine = 0;
     for (const auto& [id, l] : leases_) mine += l->uid() == uid;
-    for (const auto& [id, p] : pending_) mine += p.req.uid == uid;
     if (mine >= config_.limits.leases_per_uid)
         return Failure{Code::QuotaExceeded,
                        "uid " + std::to_string(uid) + " holds " + std::to_string(mine) + " leases (the limit)"};
     return std::nullopt;
 }
 
+// ---- serving requests -------------------------------------------------------
+
+std::unique_ptr<Association> Manager::take_from(const std::vector<std::string>& candidates) {
+    for (const auto& n : candidates) {
+        auto it = pools_.find(n);
+        if (it == pools_.end()) continue;
+        if (auto a = it->second->take()) return a;
+    }
+    return nullptr;
+}
+
+void Manager::bind_to_lease(Association& a, uint64_t lease_id) {
+    a.set_callbacks(Association::Callbacks{
+        [](Association&) {},
+        [](Association&, Code, const std::string&) {},
+        [this, lease_id](Association&, const std::string& why) { on_lease_association_closed(lease_id, why); },
+    });
+}
+
+Lease& Manager::create_lease(const AssociateRequest& req, std::unique_ptr<Association> assoc) {
+    uint64_t lease_id = next_lease_id_++;
+    if (assoc) bind_to_lease(*assoc, lease_id);
+    auto lease = std::make_unique<Lease>(loop_, lease_id, req.uid, req.owner, req.dst, std::move(assoc),
+                                         [this](Lease& l) { remove_lease(l.id(), "lease fd closed"); });
+    Lease& l = *lease;
+    leases_.emplace(lease_id, std::move(lease));
+    count("leases_granted");
+    if (l.state() == LeaseState::Active)
+        log::info("lease %llu: granted to uid %u (%s) on server %s, relay %s, source %s", ull(lease_id),
+                  static_cast<unsigned>(l.uid()), l.owner().c_str(), l.server_name().c_str(),
+                  l.relay().to_string().c_str(), l.source().to_string().c_str());
+    else
+        log::info("lease %llu: pending for uid %u (%s)", ull(lease_id), static_cast<unsigned>(l.uid()),
+                  l.owner().c_str());
+    if (observer_) observer_->lease_added(l);
+    return l;
+}
+
+Lease* Manager::grant_lease(const AssociateRequest& req, std::unique_ptr<Association> assoc,
+                            const AssociateDone& done) {
+    const std::string server = assoc ? assoc->server_name() : "";
+    try {
+        Lease& l = create_lease(req, std::move(assoc));
+        done(Grant{l.path(), l.take_client_end(), l.relay()});
+        return &l;
+    } catch (const std::system_error& e) {
+        // Out of fds, most likely: the association went with the exception.
+        log::error("cannot create lease: %s", e.what());
+        if (auto it = pools_.find(server); it != pools_.end()) it->second->released();
+        int ev = e.code().value();
+        done(Failure{ev == EMFILE || ev == ENFILE ? Code::QuotaExceeded : Code::ServerFailure,
+                     std::string("cannot create lease: ") + e.what()});
+        return nullptr;
+    }
+}
+
 void Manager::associate(AssociateRequest req, AssociateDone done) {
-    auto sel = select_server(req.dst, req.server);
-    if (auto* f = std::get_if<Failure>(&sel)) {
-        count("associations_failed");
+    auto c = candidates_for(req.dst, req.server);
+    if (auto* f = std::get_if<Failure>(&c)) {
         done(std::move(*f));
         return;
     }
+    auto candidates = std::get<std::vector<std::string>>(std::move(c));
     if (auto q = check_quota(req.uid)) {
         done(std::move(*q));
         return;
     }
-    const auto* server = std::get<const s5::config::Server*>(sel);
-    Association::Callbacks cb{
-        [this](Association& a) { on_ready(a); },
-        [this](Association& a, Code c, const std::string& t) { on_failed(a, c, t); },
-        [this](Association& a, const std::string& why) { on_closed(a, why); },
-    };
-    auto assoc = std::make_unique<Association>(loop_, *server, config_.keepalive, req.timeout, std::move(cb));
-    uint64_t id = assoc->id();
-    log::debug("association %llu: connecting to %s (%s) for uid %u", static_cast<unsigned long long>(id),
-               server->name.c_str(), server->endpoint.to_string().c_str(), static_cast<unsigned>(req.uid));
-    pending_.emplace(id, Pending{std::move(req), std::move(done), std::move(assoc)});
+    auto assoc = take_from(candidates);
+    if (assoc || req.nonblocking) {
+        if (assoc) count("served_from_pool");
+        if (auto l = grant_lease(req, std::move(assoc), done); l && l->state() == LeaseState::Pending)
+            add_waiter(Waiter::Kind::PendingLease, candidates, req.timeout, {}, {}, l->id());
+    } else {
+        add_waiter(Waiter::Kind::Request, candidates, req.timeout, std::move(req), std::move(done), 0);
+    }
+    pump(candidates, true);
 }
 
-void Manager::on_ready(Association& a) {
-    auto it = pending_.find(a.id());
-    if (it == pending_.end()) return;
-    Pending p = std::move(it->second);
-    pending_.erase(it);
-    count("associations_made");
-    uint64_t lease_id = next_lease_id_++;
-    std::unique_ptr<Lease> lease;
-    try {
-        lease = std::make_unique<Lease>(loop_, lease_id, p.req.uid, p.req.owner, std::move(p.assoc),
-                                        [this](Lease& l) { remove_lease(l.id(), "lease fd closed"); });
-    } catch (const std::system_error& e) {
-        log::error("association %llu: cannot create lease: %s", static_cast<unsigned long long>(a.id()), e.what());
-        p.done(Failure{Code::ServerFailure, std::string("cannot create lease: ") + e.what()});
+void Manager::add_waiter(Waiter::Kind kind, std::vector<std::string> candidates, std::chrono::milliseconds timeout,
+                         AssociateRequest req, AssociateDone done, uint64_t lease_id) {
+    Waiter& w = waiters_.emplace_back();
+    w.id = next_waiter_id_++;
+    w.kind = kind;
+    w.candidates = std::move(candidates);
+    w.req = std::move(req);
+    w.done = std::move(done);
+    w.lease_id = lease_id;
+    uint64_t id = w.id;
+    w.deadline = Timer(loop_, [this, id] { on_deadline(id); });
+    w.deadline.arm_in(timeout);
+}
+
+unsigned Manager::waiters_for(const std::string& pool) const {
+    unsigned n = 0;
+    for (const auto& w : waiters_) n += std::find(w.candidates.begin(), w.candidates.end(), pool) != w.candidates.end();
+    return n;
+}
+
+void Manager::pump(const std::vector<std::string>& pools, bool new_request) {
+    for (const auto& n : pools) {
+        auto it = pools_.find(n);
+        if (it != pools_.end()) it->second->pump(waiters_for(n), new_request);
+    }
+}
+
+void Manager::serve_waiters(ServerPool& pool) {
+    for (auto it = waiters_.begin(); it != waiters_.end() && pool.idle() > 0;) {
+        auto next = std::next(it);
+        if (std::find(it->candidates.begin(), it->candidates.end(), pool.name()) != it->candidates.end())
+            deliver(it, pool.take());
+        it = next;
+    }
+}
+
+void Manager::deliver(std::list<Waiter>::iterator w, std::unique_ptr<Association> assoc) {
+    Waiter waiter = std::move(*w);
+    waiters_.erase(w);
+    waiter.deadline.disarm();
+    switch (waiter.kind) {
+        case Waiter::Kind::Request:
+            grant_lease(waiter.req, std::move(assoc), waiter.done);
+            break;
+        case Waiter::Kind::PendingLease:
+        case Waiter::Kind::Renewal: {
+            auto it = leases_.find(waiter.lease_id);
+            if (it == leases_.end()) {
+                dispose(std::move(assoc));
+                break;
+            }
+            Lease& l = *it->second;
+            const bool renewal = waiter.kind == Waiter::Kind::Renewal;
+            const std::string old_server = l.server_name();
+            bind_to_lease(*assoc, l.id());
+            l.attach(std::move(assoc));
+            if (renewal) {
+                count("renewals");
+                if (old_server != l.server_name()) count("failovers");
+                log::notice("lease %llu: renewed on server %s (generation %u), relay %s", ull(l.id()),
+                            l.server_name().c_str(), l.generation(), l.relay().to_string().c_str());
+                if (observer_) observer_->lease_renewed(l);
+            } else {
+                log::info("lease %llu: ready on server %s, relay %s", ull(l.id()), l.server_name().c_str(),
+                          l.relay().to_string().c_str());
+                if (observer_) observer_->lease_changed(l);
+            }
+            break;
+        }
+    }
+    pump(waiter.candidates, false);
+}
+
+void Manager::on_pool_failed(ServerPool& pool, Code code, const std::string& text) {
+    // A request fails at once when none of its servers can serve it; a
+    // renewal keeps waiting for its grace time (the server may come back).
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+        auto next = std::next(it);
+        const auto& c = it->candidates;
+        bool mine = std::find(c.begin(), c.end(), pool.name()) != c.end();
+        bool all_down = std::all_of(c.begin(), c.end(), [&](const std::string& n) {
+            auto p = pools_.find(n);
+            return p == pools_.end() || (p->second->health() == ServerHealth::Down && p->second->connecting() == 0);
+        });
+        if (mine && all_down && it->kind != Waiter::Kind::Renewal) fail_waiter(it, code, text);
+        it = next;
+    }
+}
+
+void Manager::on_deadline(uint64_t waiter_id) {
+    auto it = std::find_if(waiters_.begin(), waiters_.end(), [&](const Waiter& w) { return w.id == waiter_id; });
+    if (it == waiters_.end()) return;
+    if (it->kind == Waiter::Kind::Renewal) {
+        fail_waiter(it, Code::Lost,
+                    "no server could renew it within " + std::to_string(config_.lease_grace_s) + " s");
         return;
     }
-    Lease& l = *lease;
-    leases_.emplace(lease_id, std::move(lease));
-    lease_of_assoc_[l.association()->id()] = lease_id;
-    count("leases_granted");
-    log::info("lease %llu: granted to uid %u (%s) on server %s, relay %s, source %s",
-              static_cast<unsigned long long>(lease_id), static_cast<unsigned>(l.uid()), l.owner().c_str(),
-              l.server_name().c_str(), l.relay().to_string().c_str(), l.source().to_string().c_str());
-    if (observer_) observer_->lease_added(l);
-    p.done(Grant{l.path(), l.take_client_end(), l.relay()});
+    std::string why = "no association ready in time";
+    for (const auto& n : it->candidates) {
+        auto p = pools_.find(n);
+        if (p != pools_.end() && !p->second->last_error().empty()) why += "; " + n + ": " + p->second->last_error();
+    }
+    fail_waiter(it, Code::Timeout, why);
 }
 
-void Manager::on_failed(Association& a, Code code, const std::string& text) {
-    auto it = pending_.find(a.id());
-    if (it == pending_.end()) return;
-    AssociateDone done = std::move(it->second.done);
-    std::string server = a.server_name();
-    pending_.erase(it);  // destroys `a`
-    count("associations_failed");
-    log::warning("association to %s failed: %s", server.c_str(), text.c_str());
-    done(Failure{code, text});
+void Manager::fail_waiter(std::list<Waiter>::iterator w, Code code, const std::string& text) {
+    Waiter waiter = std::move(*w);
+    waiters_.erase(w);
+    if (waiter.kind == Waiter::Kind::Request) {
+        waiter.done(Failure{code, text});
+    } else if (auto it = leases_.find(waiter.lease_id); it != leases_.end()) {
+        lose(*it->second, code, text);
+    }
+    pump(waiter.candidates, false);
 }
 
-void Manager::on_closed(Association& a, const std::string& why) {
-    auto it = lease_of_assoc_.find(a.id());
-    if (it == lease_of_assoc_.end()) return;
-    uint64_t lease_id = it->second;
-    lease_of_assoc_.erase(it);
-    auto lit = leases_.find(lease_id);
-    if (lit == leases_.end()) return;
-    Lease& l = *lit->second;
-    // Renewal onto a fresh association comes with the pool; until then the
-    // lease is lost and the application is told on its lease fd.
-    log::warning("lease %llu: association on %s ended (%s); lease lost", static_cast<unsigned long long>(lease_id),
-                 l.server_name().c_str(), why.c_str());
+// ---- lease life --------------------------------------------------------------
+
+void Manager::dispose(std::unique_ptr<Association> a) {
+    if (!a) return;
+    std::string server = a->server_name();
+    a.reset();
+    if (auto it = pools_.find(server); it != pools_.end()) it->second->released();
+}
+
+void Manager::lose(Lease& l, Code code, const std::string& why) {
+    const auto& e = s5::err::info(code);
+    log::warning("lease %llu: lost: %s", ull(l.id()), why.c_str());
     count("leases_lost");
-    const auto& lost = s5::err::info(Code::Lost);
-    l.mark_lost(lost.err, lost.s5err);  // destroys `a`
+    dispose(l.mark_lost(e.err, e.s5err, why));
     if (observer_) observer_->lease_lost(l, why);
+}
+
+void Manager::on_lease_association_closed(uint64_t lease_id, const std::string& why) {
+    auto it = leases_.find(lease_id);
+    if (it == leases_.end()) return;
+    Lease& l = *it->second;
+    log::warning("lease %llu: association on %s ended (%s); renewing", ull(lease_id), l.server_name().c_str(),
+                 why.c_str());
+    dispose(l.detach_for_renewal());
+    if (observer_) observer_->lease_changed(l);
+    start_renewal(l);
+}
+
+void Manager::start_renewal(Lease& l) {
+    auto candidates = renewal_candidates(l);
+    if (auto a = take_from(candidates)) {
+        // A warm association: renewed without a network round trip.
+        add_waiter(Waiter::Kind::Renewal, candidates, std::chrono::milliseconds(0), {}, {}, l.id());
+        deliver(std::prev(waiters_.end()), std::move(a));
+        return;
+    }
+    if (config_.lease_grace_s == 0) {
+        lose(l, Code::Lost, "no warm association and lease_grace_s is 0");
+        return;
+    }
+    add_waiter(Waiter::Kind::Renewal, candidates, std::chrono::seconds(config_.lease_grace_s), {}, {}, l.id());
+    pump(candidates, false);
 }
 
 void Manager::remove_lease(uint64_t id, const char* why) {
@@ -134,10 +342,21 @@ void Manager::remove_lease(uint64_t id, const char* why) {
     if (it == leases_.end()) return;
     std::unique_ptr<Lease> l = std::move(it->second);
     leases_.erase(it);
-    if (l->association()) lease_of_assoc_.erase(l->association()->id());
+    std::vector<std::string> affected;
+    for (auto w = waiters_.begin(); w != waiters_.end();) {
+        if (w->lease_id == id && w->kind != Waiter::Kind::Request) {
+            affected.insert(affected.end(), w->candidates.begin(), w->candidates.end());
+            w = waiters_.erase(w);
+        } else {
+            ++w;
+        }
+    }
     count("leases_released");
-    log::info("lease %llu: released (%s)", static_cast<unsigned long long>(id), why);
+    log::info("lease %llu: released (%s)", ull(id), why);
     if (observer_) observer_->lease_removed(*l);
+    dispose(l->take_association());
+    l.reset();
+    pump(affected, false);
 }
 
 Manager::ReleaseResult Manager::release(const std::string& path, uid_t caller_uid) {
@@ -155,10 +374,10 @@ void Manager::owner_left(const std::string& bus_name) {
     for (auto& [id, l] : leases_)
         if (l->owner() == bus_name) gone.push_back(id);
     for (uint64_t id : gone) remove_lease(id, "owner left the bus");
-    // Requests still being set up for it: nobody is waiting for the reply.
-    for (auto it = pending_.begin(); it != pending_.end();) {
-        if (it->second.req.owner == bus_name)
-            it = pending_.erase(it);
+    // Requests still waiting for it: nobody will read the reply.
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+        if (it->kind == Waiter::Kind::Request && it->req.owner == bus_name)
+            it = waiters_.erase(it);
         else
             ++it;
     }

@@ -1,34 +1,41 @@
-// The broker's logic: which server serves a request, the associations being
-// set up, the leases handed out, quotas and statistics. No D-Bus types here:
-// bus.cpp translates calls into these methods and observes the results.
+// The broker's logic: which servers may serve a request, leases and their
+// renewal and failover, waiting requests, quotas and statistics. No D-Bus
+// types here: bus.cpp translates calls into these methods and observes the
+// results.
+//
+// Every association comes from a ServerPool. A request that finds no idle
+// association becomes a Waiter on the pools of all its candidate servers;
+// the first association ready on any of them serves it. Renewal is the same
+// with a lease instead of a D-Bus reply waiting.
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "association.hpp"
 #include "config.hpp"
 #include "errors.hpp"
 #include "event_loop.hpp"
 #include "lease.hpp"
-#include "unique_fd.hpp"
+#include "server_pool.hpp"
 #include "wire.hpp"
 
 namespace s5d {
-
-using s5::UniqueFd;
 
 struct AssociateRequest {
     s5::wire::Endpoint dst;                       // routing and family only
     std::optional<s5::wire::Endpoint> server;     // explicit server, or route by dst
     std::chrono::milliseconds timeout{10000};
+    bool nonblocking = false;                     // reply at once, lease pending
     uid_t uid = 0;
     std::string owner;                            // caller's unique bus name
 };
@@ -36,7 +43,7 @@ struct AssociateRequest {
 struct Grant {
     std::string lease_path;
     UniqueFd lease_fd;                            // the application's end
-    s5::wire::Endpoint relay;
+    s5::wire::Endpoint relay;                     // unset while the lease is pending
 };
 
 struct Failure {
@@ -52,8 +59,11 @@ class ManagerObserver {
 public:
     virtual ~ManagerObserver() = default;
     virtual void lease_added(Lease& lease) = 0;
+    virtual void lease_changed(Lease& lease) = 0;       // state, relay, server
+    virtual void lease_renewed(Lease& lease) = 0;       // also changed
     virtual void lease_lost(Lease& lease, const std::string& why) = 0;
     virtual void lease_removed(Lease& lease) = 0;       // about to be destroyed
+    virtual void server_changed(ServerPool& pool) = 0;
 };
 
 class Manager {
@@ -63,47 +73,73 @@ public:
 
     void set_observer(ManagerObserver* o) { observer_ = o; }
     const s5::config::Config& config() const { return config_; }
+    // Starts filling every server's pool.
+    void start();
 
-    // Starts an association for `req`; `done` runs exactly once, from the
-    // loop (possibly before associate() returns when the request is refused).
+    // Serves `req`; `done` runs exactly once, from the loop (possibly before
+    // associate() returns), unless the caller leaves the bus first.
     void associate(AssociateRequest req, AssociateDone done);
 
-    // The server a request would use: the given one if configured, else the
-    // first server of the longest-prefix route for dst.
-    std::variant<const s5::config::Server*, Failure> select_server(
-        const s5::wire::Endpoint& dst, const std::optional<s5::wire::Endpoint>& server) const;
+    // The server an Associate without a server would use for dst: the first
+    // healthy one of the longest-prefix route, else the route's first.
+    std::variant<const s5::config::Server*, Failure> select_server(const s5::wire::Endpoint& dst) const;
 
     enum class ReleaseResult { Released, NotFound, NotOwner };
     // `caller_uid` 0 (root) may release any lease.
     ReleaseResult release(const std::string& path, uid_t caller_uid);
-    // A bus name left the bus: its leases and pending requests go with it.
+    // A bus name left the bus: its leases and waiting requests go with it.
     void owner_left(const std::string& bus_name);
 
     const std::map<uint64_t, std::unique_ptr<Lease>>& leases() const { return leases_; }
-    std::map<std::string, uint64_t> statistics() const { return stats_; }
+    const std::map<std::string, std::unique_ptr<ServerPool>>& pools() const { return pools_; }
+    const Stats& statistics() const { return stats_; }
 
 private:
-    struct Pending {
-        AssociateRequest req;
-        AssociateDone done;
-        std::unique_ptr<Association> assoc;
+    struct Waiter {
+        enum class Kind { Request, PendingLease, Renewal };
+        uint64_t id = 0;
+        Kind kind = Kind::Request;
+        std::vector<std::string> candidates;      // pool names, preferred first
+        AssociateRequest req;                     // Request
+        AssociateDone done;                       // Request
+        uint64_t lease_id = 0;                    // PendingLease, Renewal
+        Timer deadline;
     };
 
+    std::variant<std::vector<std::string>, Failure> candidates_for(
+        const s5::wire::Endpoint& dst, const std::optional<s5::wire::Endpoint>& server) const;
+    std::vector<std::string> renewal_candidates(const Lease& lease) const;
     std::optional<Failure> check_quota(uid_t uid) const;
-    void on_ready(Association& a);
-    void on_failed(Association& a, s5::err::Code code, const std::string& text);
-    void on_closed(Association& a, const std::string& why);
+    std::unique_ptr<Association> take_from(const std::vector<std::string>& candidates);
+    Lease& create_lease(const AssociateRequest& req, std::unique_ptr<Association> assoc);
+    // Creates the lease and replies; on failure replies with the error.
+    Lease* grant_lease(const AssociateRequest& req, std::unique_ptr<Association> assoc, const AssociateDone& done);
+    void bind_to_lease(Association& a, uint64_t lease_id);
+    void add_waiter(Waiter::Kind kind, std::vector<std::string> candidates, std::chrono::milliseconds timeout,
+                    AssociateRequest req, AssociateDone done, uint64_t lease_id);
+    unsigned waiters_for(const std::string& pool) const;
+    void pump(const std::vector<std::string>& pools, bool new_request);
+    void serve_waiters(ServerPool& pool);
+    void deliver(std::list<Waiter>::iterator w, std::unique_ptr<Association> assoc);
+    void on_pool_failed(ServerPool& pool, s5::err::Code code, const std::string& text);
+    void on_deadline(uint64_t waiter_id);
+    void fail_waiter(std::list<Waiter>::iterator w, s5::err::Code code, const std::string& text);
+    void on_lease_association_closed(uint64_t lease_id, const std::string& why);
+    void start_renewal(Lease& lease);
+    void lose(Lease& lease, s5::err::Code code, const std::string& why);
+    void dispose(std::unique_ptr<Association> a);
     void remove_lease(uint64_t id, const char* why);
     void count(const std::string& key) { ++stats_[key]; }
 
     EventLoop& loop_;
     s5::config::Config config_;
     ManagerObserver* observer_ = nullptr;
-    std::map<uint64_t, Pending> pending_;                    // by association id
-    std::map<uint64_t, std::unique_ptr<Lease>> leases_;      // by lease id
-    std::map<uint64_t, uint64_t> lease_of_assoc_;            // association id -> lease id
+    Stats stats_;
+    std::map<std::string, std::unique_ptr<ServerPool>> pools_;
+    std::map<uint64_t, std::unique_ptr<Lease>> leases_;
+    std::list<Waiter> waiters_;                              // FIFO
     uint64_t next_lease_id_ = 1;
-    std::map<std::string, uint64_t> stats_;
+    uint64_t next_waiter_id_ = 1;
 };
 
 }  // namespace s5d

@@ -1,0 +1,77 @@
+// Pure decisions of a server's association pool: how long to wait before
+// the next attempt after failures, how many associations to start now, and
+// which idle ones are too old. No I/O and no clock of its own: callers pass
+// the time and the random source, so unit tests are exact.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <random>
+
+namespace s5d {
+
+// Exponential backoff with jitter: the n-th consecutive failure waits a
+// random time in [base/2, base] where base = initial * 2^(n-1), capped at
+// `max`. Jitter keeps many brokers (or pools) from retrying in lockstep.
+class Backoff {
+public:
+    using ms = std::chrono::milliseconds;
+    explicit Backoff(ms initial = ms(100), ms max = ms(30000)) : initial_(initial), max_(max) {}
+
+    template <typename Rng>
+    ms next(Rng& rng) {
+        ++failures_;
+        int64_t base = initial_.count();
+        for (unsigned i = 1; i < failures_ && base < max_.count(); ++i) base *= 2;
+        base = std::min<int64_t>(base, max_.count());
+        std::uniform_int_distribution<int64_t> d(base / 2, base);
+        return ms(d(rng));
+    }
+    void reset() { failures_ = 0; }
+    unsigned failures() const { return failures_; }
+
+private:
+    ms initial_, max_;
+    unsigned failures_ = 0;
+};
+
+struct PoolCounts {
+    unsigned idle = 0;          // ready, unleased
+    unsigned connecting = 0;    // being set up
+    unsigned leased = 0;        // held by leases
+    unsigned waiters = 0;       // requests and renewals that would take one
+};
+
+struct PoolLimits {
+    unsigned min_idle = 0;
+    unsigned max_associations = 1;
+};
+
+enum class ServerHealth { Unknown, Up, Down };
+
+// How many associations to start now. A pool wants min_idle idle ones plus
+// one per waiter. While the server is down it probes with at most one
+// attempt at a time, and only when the backoff delay has elapsed or a new
+// request has just arrived (so a client gets a fresh answer, but standing
+// demand cannot turn failures into a busy loop).
+inline unsigned connects_to_start(const PoolCounts& c, const PoolLimits& l, ServerHealth health,
+                                  bool backoff_elapsed, bool new_request) {
+    unsigned total = c.idle + c.connecting + c.leased;
+    unsigned capacity = l.max_associations > total ? l.max_associations - total : 0;
+    unsigned wanted = l.min_idle + c.waiters;
+    unsigned have = c.idle + c.connecting;
+    unsigned need = std::min(wanted > have ? wanted - have : 0u, capacity);
+    if (health != ServerHealth::Down) return need;
+    if (c.connecting > 0) return 0;
+    return (backoff_elapsed || new_request) ? std::min(need, 1u) : 0;
+}
+
+// An idle association older than max_idle_age is closed and replaced:
+// servers and middleboxes drop long-idle connections without telling us.
+template <typename TimePoint, typename Duration>
+bool is_too_old(TimePoint ready_since, TimePoint now, Duration max_idle_age) {
+    return now - ready_since >= max_idle_age;
+}
+
+}  // namespace s5d

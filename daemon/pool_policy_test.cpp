@@ -1,0 +1,76 @@
+#include "pool_policy.hpp"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+namespace s5d {
+namespace {
+
+using std::chrono::milliseconds;
+
+TEST(Backoff, DoublesWithJitterUpToTheCap) {
+    std::mt19937_64 rng(42);
+    Backoff b(milliseconds(100), milliseconds(30000));
+    int64_t base = 100;
+    for (int i = 0; i < 20; ++i) {
+        auto d = b.next(rng).count();
+        EXPECT_GE(d, base / 2) << i;
+        EXPECT_LE(d, base) << i;
+        base = std::min<int64_t>(base * 2, 30000);
+    }
+    EXPECT_EQ(b.failures(), 20u);
+    b.reset();
+    auto d = b.next(rng).count();
+    EXPECT_GE(d, 50);
+    EXPECT_LE(d, 100);
+}
+
+TEST(Backoff, JitterVaries) {
+    std::mt19937_64 rng(1);
+    std::set<int64_t> seen;
+    for (int i = 0; i < 50; ++i) {
+        Backoff b;
+        for (int k = 0; k < 5; ++k) b.next(rng);
+        seen.insert(b.next(rng).count());
+    }
+    EXPECT_GT(seen.size(), 10u);
+}
+
+PoolLimits limits(unsigned min_idle, unsigned max) { return PoolLimits{min_idle, max}; }
+
+TEST(PoolPlan, FillsToMinIdlePlusWaiters) {
+    EXPECT_EQ(connects_to_start({0, 0, 0, 0}, limits(2, 100), ServerHealth::Unknown, true, false), 2u);
+    EXPECT_EQ(connects_to_start({1, 0, 5, 0}, limits(2, 100), ServerHealth::Up, false, false), 1u);
+    EXPECT_EQ(connects_to_start({0, 1, 0, 3}, limits(2, 100), ServerHealth::Up, false, true), 4u);
+    EXPECT_EQ(connects_to_start({2, 0, 0, 0}, limits(2, 100), ServerHealth::Up, false, false), 0u);
+    EXPECT_EQ(connects_to_start({3, 1, 0, 0}, limits(2, 100), ServerHealth::Up, false, false), 0u);
+}
+
+TEST(PoolPlan, NeverExceedsMaxAssociations) {
+    EXPECT_EQ(connects_to_start({0, 0, 9, 5}, limits(2, 10), ServerHealth::Up, false, true), 1u);
+    EXPECT_EQ(connects_to_start({1, 0, 9, 5}, limits(2, 10), ServerHealth::Up, false, true), 0u);
+    EXPECT_EQ(connects_to_start({0, 0, 12, 5}, limits(2, 10), ServerHealth::Up, false, true), 0u);
+}
+
+TEST(PoolPlan, DownServerProbesOneAtATimeAfterBackoffOrNewRequest) {
+    // Standing demand alone waits for the backoff.
+    EXPECT_EQ(connects_to_start({0, 0, 0, 3}, limits(2, 100), ServerHealth::Down, false, false), 0u);
+    EXPECT_EQ(connects_to_start({0, 0, 0, 3}, limits(2, 100), ServerHealth::Down, true, false), 1u);
+    // A new request gets a probe at once.
+    EXPECT_EQ(connects_to_start({0, 0, 0, 1}, limits(0, 100), ServerHealth::Down, false, true), 1u);
+    // Never two probes in flight.
+    EXPECT_EQ(connects_to_start({0, 1, 0, 3}, limits(2, 100), ServerHealth::Down, true, true), 0u);
+    // Nothing wanted, nothing started.
+    EXPECT_EQ(connects_to_start({0, 0, 0, 0}, limits(0, 100), ServerHealth::Down, true, true), 0u);
+}
+
+TEST(PoolPlan, IdleAge) {
+    using TP = std::chrono::steady_clock::time_point;
+    TP t0{};
+    EXPECT_FALSE(is_too_old(t0, t0 + std::chrono::seconds(599), std::chrono::seconds(600)));
+    EXPECT_TRUE(is_too_old(t0, t0 + std::chrono::seconds(600), std::chrono::seconds(600)));
+}
+
+}  // namespace
+}  // namespace s5d

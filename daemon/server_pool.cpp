@@ -1,0 +1,159 @@
+#include "server_pool.hpp"
+
+#include <string.h>
+
+#include "log.hpp"
+
+namespace s5d {
+
+namespace {
+// A pool member's setup gets the same deadline as an on-demand request.
+constexpr std::chrono::milliseconds kSetupTimeout(10000);
+}  // namespace
+
+ServerPool::ServerPool(EventLoop& loop, const s5::config::Server& server, const s5::config::Config& config,
+                       Stats& stats, Hooks hooks)
+    : loop_(loop),
+      server_(server),
+      keepalive_(config.keepalive),
+      limits_{config.pool.min_idle, config.pool.max_associations},
+      max_idle_age_(config.pool.max_idle_age_s),
+      stats_(stats),
+      hooks_(std::move(hooks)),
+      rng_(std::random_device{}()),
+      retry_timer_(loop, [this] { on_retry(); }),
+      recycle_timer_(loop, [this] { recycle_old(); }) {}
+
+ServerPool::~ServerPool() {
+    if (!server_.auth.password.empty()) explicit_bzero(server_.auth.password.data(), server_.auth.password.size());
+}
+
+const char* ServerPool::state_name() const {
+    switch (health_) {
+        case ServerHealth::Up: return "up";
+        case ServerHealth::Down: return "down";
+        case ServerHealth::Unknown: return "connecting";
+    }
+    return "connecting";
+}
+
+void ServerPool::set_health(ServerHealth h) {
+    if (h == health_) return;
+    health_ = h;
+    log::notice("server %s: %s%s%s", server_.name.c_str(), state_name(), h == ServerHealth::Down ? ": " : "",
+                h == ServerHealth::Down ? last_error_.c_str() : "");
+}
+
+std::unique_ptr<Association> ServerPool::take() {
+    if (idle_.empty()) return nullptr;
+    // The newest: the least likely to have been dropped silently.
+    auto a = std::move(idle_.back());
+    idle_.pop_back();
+    ++leased_;
+    hooks_.changed(*this);
+    return a;
+}
+
+void ServerPool::released() {
+    if (leased_ > 0) --leased_;
+    pump(waiters_, false);
+}
+
+void ServerPool::pump(unsigned waiters, bool new_request) {
+    waiters_ = waiters;
+    PoolCounts counts{idle(), connecting(), leased_, waiters};
+    unsigned n = connects_to_start(counts, limits_, health_, backoff_elapsed_, new_request);
+    for (unsigned i = 0; i < n; ++i) start_one();
+}
+
+void ServerPool::start_one() {
+    Association::Callbacks cb{
+        [this](Association& a) { on_ready(a); },
+        [this](Association& a, s5::err::Code c, const std::string& t) { on_failed(a, c, t); },
+        [this](Association& a, const std::string& why) { on_idle_closed(a, why); },
+    };
+    auto a = std::make_unique<Association>(loop_, server_, keepalive_, kSetupTimeout, std::move(cb));
+    connecting_.emplace(a->id(), std::move(a));
+}
+
+void ServerPool::on_ready(Association& a) {
+    auto it = connecting_.find(a.id());
+    if (it == connecting_.end()) return;
+    idle_.push_back(std::move(it->second));
+    connecting_.erase(it);
+    ++stats_["associations_made"];
+    backoff_.reset();
+    backoff_elapsed_ = true;
+    retry_timer_.disarm();
+    last_error_.clear();
+    set_health(ServerHealth::Up);
+    log::debug("server %s: association %llu ready, relay %s (%u idle)", server_.name.c_str(),
+               static_cast<unsigned long long>(a.id()), a.relay().to_string().c_str(), idle());
+    schedule_recycle();
+    hooks_.changed(*this);
+    hooks_.available(*this);
+}
+
+void ServerPool::on_failed(Association& a, s5::err::Code code, const std::string& text) {
+    auto it = connecting_.find(a.id());
+    if (it == connecting_.end()) return;
+    auto doomed = std::move(it->second);  // destroyed when we return
+    connecting_.erase(it);
+    ++stats_["associations_failed"];
+    last_error_ = text;
+    last_error_code_ = code;
+    log::warning("server %s: association failed: %s", server_.name.c_str(), text.c_str());
+    set_health(ServerHealth::Down);
+    // Next attempt after the backoff delay; a down server costs no loop.
+    auto delay = backoff_.next(rng_);
+    backoff_elapsed_ = false;
+    retry_timer_.arm_in(delay);
+    hooks_.changed(*this);
+    hooks_.failed(*this, code, text);
+}
+
+void ServerPool::on_retry() {
+    backoff_elapsed_ = true;
+    pump(waiters_, false);
+}
+
+void ServerPool::on_idle_closed(Association& a, const std::string& why) {
+    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+        if ((*it)->id() != a.id()) continue;
+        auto doomed = std::move(*it);
+        idle_.erase(it);
+        log::info("server %s: idle association %llu closed (%s)", server_.name.c_str(),
+                  static_cast<unsigned long long>(a.id()), why.c_str());
+        hooks_.changed(*this);
+        pump(waiters_, false);
+        return;
+    }
+}
+
+void ServerPool::schedule_recycle() {
+    if (idle_.empty()) {
+        recycle_timer_.disarm();
+        return;
+    }
+    auto due = idle_.front()->ready_since() + max_idle_age_;
+    auto delay = std::chrono::duration_cast<std::chrono::microseconds>(due - loop_.now());
+    recycle_timer_.arm_in(delay);
+}
+
+void ServerPool::recycle_old() {
+    auto now = loop_.now();
+    unsigned n = 0;
+    while (!idle_.empty() && is_too_old(idle_.front()->ready_since(), now, max_idle_age_)) {
+        idle_.pop_front();
+        ++n;
+    }
+    if (n) {
+        log::debug("server %s: recycled %u idle association(s) older than %llds", server_.name.c_str(), n,
+                   static_cast<long long>(max_idle_age_.count()));
+        hooks_.changed(*this);
+    }
+    schedule_recycle();
+    pump(waiters_, false);
+}
+
+}  // namespace s5d

@@ -1,0 +1,92 @@
+// One configured SOCKS server at run time: its pool of warm associations
+// (connected, authenticated, UDP ASSOCIATE answered), the ones being set up,
+// its health and backoff. Decisions come from pool_policy.hpp; this class
+// does the I/O and timers around them.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "association.hpp"
+#include "config.hpp"
+#include "event_loop.hpp"
+#include "pool_policy.hpp"
+
+namespace s5d {
+
+using Stats = std::map<std::string, uint64_t>;
+
+class ServerPool {
+public:
+    struct Hooks {
+        // An idle association is ready to be taken (after a setup succeeded).
+        std::function<void(ServerPool&)> available;
+        // A setup attempt failed; health() is now Down.
+        std::function<void(ServerPool&, s5::err::Code, const std::string&)> failed;
+        // State, PoolIdle or LastError changed (for the bus).
+        std::function<void(ServerPool&)> changed;
+    };
+
+    ServerPool(EventLoop& loop, const s5::config::Server& server, const s5::config::Config& config, Stats& stats,
+               Hooks hooks);
+    ~ServerPool();
+    ServerPool(const ServerPool&) = delete;
+    ServerPool& operator=(const ServerPool&) = delete;
+
+    const s5::config::Server& server() const { return server_; }
+    const std::string& name() const { return server_.name; }
+    ServerHealth health() const { return health_; }
+    const char* state_name() const;               // up, connecting, down
+    const std::string& last_error() const { return last_error_; }
+    s5::err::Code last_error_code() const { return last_error_code_; }
+    unsigned idle() const { return static_cast<unsigned>(idle_.size()); }
+    unsigned connecting() const { return static_cast<unsigned>(connecting_.size()); }
+    unsigned leased() const { return leased_; }
+    unsigned min_idle() const { return limits_.min_idle; }
+
+    // Takes a ready association out of the pool (nullptr when none); the
+    // caller sets its callbacks and must call released() when done with it.
+    std::unique_ptr<Association> take();
+    void released();
+
+    // Starts what the pool policy asks for, given `waiters` requests that
+    // would take an association from this pool. `new_request`: a request
+    // just arrived (a down server gets one probe without waiting).
+    void pump(unsigned waiters, bool new_request);
+
+private:
+    void start_one();
+    void on_ready(Association& a);
+    void on_failed(Association& a, s5::err::Code code, const std::string& text);
+    void on_idle_closed(Association& a, const std::string& why);
+    void on_retry();
+    void schedule_recycle();
+    void recycle_old();
+    void set_health(ServerHealth h);
+
+    EventLoop& loop_;
+    s5::config::Server server_;
+    s5::config::Keepalive keepalive_;
+    PoolLimits limits_;
+    std::chrono::seconds max_idle_age_;
+    Stats& stats_;
+    Hooks hooks_;
+    std::deque<std::unique_ptr<Association>> idle_;   // oldest first
+    std::map<uint64_t, std::unique_ptr<Association>> connecting_;
+    unsigned leased_ = 0;
+    unsigned waiters_ = 0;                           // as of the last pump()
+    ServerHealth health_ = ServerHealth::Unknown;
+    std::string last_error_;
+    s5::err::Code last_error_code_ = s5::err::Code::ServerFailure;
+    Backoff backoff_;
+    bool backoff_elapsed_ = true;
+    std::mt19937_64 rng_;
+    Timer retry_timer_;
+    Timer recycle_timer_;
+};
+
+}  // namespace s5d
