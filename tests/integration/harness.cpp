@@ -6,12 +6,14 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -94,6 +96,44 @@ std::string read_file(const std::string& path) {
 
 // ---- processes -------------------------------------------------------------
 
+namespace {
+
+// Every live child (negative: a process group), so that a test killed by
+// meson's timeout or Ctrl-C still takes its danted, dbus-daemon and broker
+// down with it. Plain atomics: the signal handler may only call kill().
+constexpr size_t kMaxChildren = 128;
+std::atomic<pid_t> g_children[kMaxChildren];
+
+void kill_children_and_die(int sig) {
+    for (auto& c : g_children) {
+        pid_t p = c.load();
+        if (p != 0) ::kill(p, SIGKILL);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void track(pid_t target) {
+    static bool installed = [] {
+        for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT}) signal(sig, kill_children_and_die);
+        return true;
+    }();
+    (void)installed;
+    for (auto& c : g_children) {
+        pid_t expected = 0;
+        if (c.compare_exchange_strong(expected, target)) return;
+    }
+}
+
+void untrack(pid_t target) {
+    for (auto& c : g_children) {
+        pid_t expected = target;
+        if (c.compare_exchange_strong(expected, 0)) return;
+    }
+}
+
+}  // namespace
+
 Process::Process(Options o) : group_(o.own_process_group) {
     std::vector<char*> argv;
     for (auto& a : o.argv) argv.push_back(a.data());
@@ -102,6 +142,8 @@ Process::Process(Options o) : group_(o.own_process_group) {
     if (pid_ < 0) die("fork");
     if (pid_ == 0) {
         if (o.own_process_group) setsid();
+        // If the test dies outright, so does this child.
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (!o.log_path.empty()) {
             int fd = ::open(o.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
             if (fd >= 0) {
@@ -120,15 +162,18 @@ Process::Process(Options o) : group_(o.own_process_group) {
         std::fprintf(stderr, "exec %s: %s\n", argv[0], std::strerror(errno));
         _exit(127);
     }
+    track(group_ ? -pid_ : pid_);
 }
 
 Process::~Process() {
     if (pid_ > 0 && !status_) {
-        if (group_) ::kill(-pid_, SIGKILL);
         ::kill(pid_, SIGKILL);
         int st;
         waitpid(pid_, &st, 0);
     }
+    // A group outlives its leader: danted's children keep relaying.
+    if (pid_ > 0 && group_) ::kill(-pid_, SIGKILL);
+    untrack(group_ ? -pid_ : pid_);
 }
 
 bool Process::running() {
@@ -206,9 +251,9 @@ Danted::Danted(const TempDir& dir, DantedOptions o) : opt_(o) {
     // design.md §7: one rule keyword per line; udpassociate and udpreply
     // rules from anywhere (the client rule limits who may connect).
     c << "logoutput: " << log_ << "\n"
-      << "internal: 127.0.0.1 port = " << opt_.port << "\n";
+      << "internal: " << opt_.address << " port = " << opt_.port << "\n";
     if (opt_.ipv6) c << "internal: ::1 port = " << opt_.port << "\n";
-    c << "external: 127.0.0.1\n";
+    c << "external: " << opt_.address << "\n";
     if (opt_.ipv6) c << "external: ::1\n";
     c << "clientmethod: none\n"
       << "socksmethod: " << (opt_.username_auth ? "username" : "none") << "\n"
@@ -229,9 +274,11 @@ Danted::~Danted() { kill(); }
 void Danted::start() {
     // Own process group: killing only the main process leaves the io-child
     // relaying live associations (design.md §7).
-    proc_ = std::make_unique<Process>(
-        Process::Options{{"/usr/sbin/danted", "-f", conf_}, {}, log_ + ".stderr", true});
-    if (!eventually([&] { return tcp_accepts("127.0.0.1", opt_.port); }, 10s))
+    // -p: without it danted writes /run/danted.pid, which is not ours.
+    std::vector<std::string> argv{"/usr/sbin/danted", "-f", conf_, "-p", conf_ + ".pid"};
+    if (!opt_.netns.empty()) argv.insert(argv.begin(), {"/usr/bin/ip", "netns", "exec", opt_.netns});
+    proc_ = std::make_unique<Process>(Process::Options{argv, {}, log_ + ".stderr", true});
+    if (!eventually([&] { return tcp_accepts(opt_.address.c_str(), opt_.port); }, 10s))
         throw std::runtime_error("danted did not start: " + read_file(log_ + ".stderr") + read_file(log_));
 }
 
@@ -244,12 +291,90 @@ void Danted::kill() {
 
 std::string Danted::log() const { return read_file(log_); }
 
+// ---- network namespaces ------------------------------------------------------
+
+namespace {
+int run(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); }
+}  // namespace
+
+bool netns_available() {
+    static int ok = -1;
+    if (ok < 0) {
+        std::string n = "s5probe" + std::to_string(getpid());
+        ok = run("/usr/bin/ip netns add " + n) == 0;
+        if (ok) run("/usr/bin/ip netns del " + n);
+    }
+    return ok == 1;
+}
+
+NetnsHost::NetnsHost() {
+    static int seq = 0;
+    int n = (getpid() % 200) + (++seq);
+    std::string id = std::to_string(getpid()) + "-" + std::to_string(seq);
+    name_ = "s5t" + id;
+    outer_ = "s5o" + std::to_string(getpid() % 100000) + std::to_string(seq);
+    inner_ = "s5i" + std::to_string(getpid() % 100000) + std::to_string(seq);
+    std::string net = "10.253." + std::to_string(n % 250) + ".";
+    outside_ = net + "1";
+    inside_ = net + "2";
+    const std::string ip = "/usr/bin/ip ";
+    const std::string in = ip + "netns exec " + name_ + " " + ip;
+    for (const std::string& cmd : {ip + "netns add " + name_, ip + "link add " + outer_ + " type veth peer name " + inner_,
+                                   ip + "link set " + inner_ + " netns " + name_,
+                                   ip + "addr add " + outside_ + "/30 dev " + outer_, ip + "link set " + outer_ + " up",
+                                   in + "addr add " + inside_ + "/30 dev " + inner_, in + "link set " + inner_ + " up",
+                                   in + "link set lo up"})
+        if (run(cmd) != 0) throw std::runtime_error("network namespace setup failed: " + cmd);
+}
+
+NetnsHost::~NetnsHost() {
+    run("/usr/bin/ip link del " + outer_);
+    run("/usr/bin/ip netns del " + name_);
+}
+
+void NetnsHost::link_down() { run("/usr/bin/ip netns exec " + name_ + " /usr/bin/ip link set " + inner_ + " down"); }
+void NetnsHost::link_up() { run("/usr/bin/ip netns exec " + name_ + " /usr/bin/ip link set " + inner_ + " up"); }
+
+int established_to(uint16_t port) {
+    int n = 0;
+    for (const char* f : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+        std::ifstream in(f);
+        std::string line;
+        std::getline(in, line);  // header
+        while (std::getline(in, line)) {
+            std::istringstream ls(line);
+            std::string sl, local, remote, state;
+            ls >> sl >> local >> remote >> state;
+            auto colon = remote.rfind(':');
+            if (colon == std::string::npos || state != "01") continue;
+            if (std::stoul(remote.substr(colon + 1), nullptr, 16) == port) ++n;
+        }
+    }
+    return n;
+}
+
+double cpu_seconds(pid_t pid) {
+    std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+    auto rp = stat.rfind(')');
+    if (rp == std::string::npos) return -1;
+    std::istringstream in(stat.substr(rp + 2));
+    std::string field;
+    unsigned long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && in >> field; ++i) {
+        if (i == 14) utime = std::stoul(field);
+        if (i == 15) stime = std::stoul(field);
+    }
+    return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 // ---- UDP echo --------------------------------------------------------------
 
-UdpEcho::UdpEcho(const TempDir& dir) {
+UdpEcho::UdpEcho(const TempDir& dir, const std::vector<std::string>& binds) {
     static int n = 0;
     std::string log = dir.file("udp-echo" + std::to_string(++n) + ".log");
-    proc_ = std::make_unique<Process>(Process::Options{{UDP_ECHO_PATH, "--port", "0"}, {}, log, false});
+    std::vector<std::string> argv{UDP_ECHO_PATH, "--port", "0"};
+    for (const auto& b : binds) argv.insert(argv.end(), {"--bind", b});
+    proc_ = std::make_unique<Process>(Process::Options{argv, {}, log, false});
     std::string line;
     if (!eventually(
             [&] {
@@ -332,6 +457,34 @@ std::vector<std::string> BusClient::leases() {
 
 std::map<std::string, uint64_t> BusClient::statistics() {
     return manager()->getProperty("Statistics").onInterface(kManagerIface).get<std::map<std::string, uint64_t>>();
+}
+
+BusClient::SignalLog::SignalLog(const PrivateBus& bus)
+    : conn_(sdbus::createSessionBusConnectionWithAddress(bus.address())) {
+    slot_ = conn_->addMatch(
+        "type='signal',sender='org.s5broker.Broker1',interface='org.s5broker.Broker1.Lease'",
+        [this](sdbus::Message& msg) {
+            Signal s;
+            s.path = msg.getPath();
+            s.member = msg.getMemberName();
+            if (s.member == "Renewed")
+                msg >> s.generation;
+            else if (s.member == "Lost")
+                msg >> s.error;
+            std::lock_guard<std::mutex> g(m_);
+            signals_.push_back(s);
+        });
+    conn_->enterEventLoopAsync();
+}
+
+BusClient::SignalLog::~SignalLog() {
+    conn_->leaveEventLoop();
+    slot_.reset();
+}
+
+std::vector<BusClient::Signal> BusClient::SignalLog::snapshot() {
+    std::lock_guard<std::mutex> g(m_);
+    return signals_;
 }
 
 // ---- helpers ---------------------------------------------------------------

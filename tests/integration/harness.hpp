@@ -10,6 +10,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -85,7 +86,33 @@ struct DantedOptions {
     bool username_auth = false;                 // socksmethod: username (system users)
     bool ipv6 = true;                           // also listen on ::1
     uint16_t port = 0;                          // 0: pick a free one
+    std::string address = "127.0.0.1";          // internal and external address
+    std::string netns;                          // run inside this network namespace
 };
+
+// A test host of our own: a network namespace joined to this one by a veth
+// pair, 10.253.N.2 inside, 10.253.N.1 here. link_down() makes it go silent
+// (no RST, no FIN): what a pulled cable or a dead host looks like.
+class NetnsHost {
+public:
+    NetnsHost();
+    ~NetnsHost();
+    const std::string& name() const { return name_; }
+    const std::string& address() const { return inside_; }     // the host's
+    const std::string& outside() const { return outside_; }    // ours, on its link
+    void link_down();
+    void link_up();
+
+private:
+    std::string name_, outer_, inner_, inside_, outside_;
+};
+bool netns_available();
+
+// TCP connections in ESTABLISHED state whose remote port is `port`, as seen
+// in /proc/net/tcp{,6}: the broker's control connections to a server.
+int established_to(uint16_t port);
+// utime + stime of a process, in seconds.
+double cpu_seconds(pid_t pid);
 
 // The test system user scripts/setup creates for socksmethod: username.
 inline constexpr const char* kTestUser = "s5test";
@@ -107,10 +134,10 @@ private:
     std::unique_ptr<Process> proc_;
 };
 
-// tests/tools/udp-echo on 127.0.0.1 and ::1.
+// tests/tools/udp-echo, by default on 127.0.0.1 and ::1.
 class UdpEcho {
 public:
-    explicit UdpEcho(const TempDir& dir);
+    explicit UdpEcho(const TempDir& dir, const std::vector<std::string>& binds = {});
     uint16_t port() const { return port_; }
 
 private:
@@ -141,6 +168,25 @@ private:
 class BusClient {
 public:
     explicit BusClient(const PrivateBus& bus);
+    // Another connection that records the Renewed and Lost signals of
+    // every lease, from its own event-loop thread.
+    struct Signal {
+        std::string path, member;
+        uint32_t generation = 0;
+        std::string error;
+    };
+    class SignalLog {
+    public:
+        explicit SignalLog(const PrivateBus& bus);
+        ~SignalLog();
+        std::vector<Signal> snapshot();
+
+    private:
+        std::unique_ptr<sdbus::IConnection> conn_;
+        std::unique_ptr<void, std::function<void(void*)>> slot_;
+        std::mutex m_;
+        std::vector<Signal> signals_;
+    };
     ~BusClient();
     uint32_t lease_count();
     std::vector<std::string> leases();
