@@ -173,14 +173,14 @@ void Association::on_readable() {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
             int e = errno;
             if (state_ == State::Ready)
-                close_ready("control connection failed: " + errno_text(e));
+                close_ready(e, "control connection failed: " + errno_text(e));
             else
                 fail(s5::err::from_connect_errno(e), "receive from " + server_.to_string() + ": " + errno_text(e));
             return;
         }
         if (n == 0) {
             if (state_ == State::Ready)
-                close_ready("server closed the control connection");
+                close_ready(0, "server closed the control connection");
             else
                 fail(Code::ProtocolError,
                      "server " + server_.to_string() + " closed the connection during the handshake");
@@ -257,8 +257,18 @@ void Association::fail(Code code, const std::string& text) {
     cb(*this, code, text);
 }
 
-void Association::close_ready(const std::string& why) {
+bool Association::alive() const {
+    if (state_ != State::Ready || !fd_) return false;
+    char c;
+    ssize_t n = ::recv(fd_.get(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    // Nothing to read is the normal state of a control connection; stray
+    // bytes from the server do not make it dead either.
+    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
+void Association::close_ready(int err, const std::string& why) {
     state_ = State::Closed;
+    close_error_ = err;
     watch_.reset();
     fd_.reset();
     auto cb = cb_.closed;  // may destroy this object

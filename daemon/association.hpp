@@ -55,6 +55,12 @@ public:
     // server expects datagrams from (port 0).
     const s5::wire::Endpoint& source() const { return source_; }
     Clock::time_point ready_since() const { return ready_since_; }
+    // After `closed`: the socket error that ended it (ETIMEDOUT when
+    // keepalive gave up), or 0 for an orderly close by the server.
+    int close_error() const { return close_error_; }
+    // A ready association whose server has not (as far as the kernel
+    // knows) closed or reset it. Cheap: one non-blocking peek.
+    bool alive() const;
 
 private:
     void start_connect();
@@ -64,7 +70,7 @@ private:
     bool flush();                               // false: failed, `this` may be gone
     void on_deadline();
     void fail(s5::err::Code code, const std::string& text);
-    void close_ready(const std::string& why);
+    void close_ready(int err, const std::string& why);
     void finish_ready();
 
     EventLoop& loop_;
@@ -86,6 +92,7 @@ private:
     s5::wire::Endpoint source_;
     Clock::time_point ready_since_{};
     int pending_error_ = 0;                      // socket()/connect() failed at once
+    int close_error_ = 0;
 };
 
 }  // namespace s5d

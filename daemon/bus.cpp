@@ -1,6 +1,10 @@
 #include "bus.hpp"
 
+#include <grp.h>
+#include <pwd.h>
 #include <sdbus-c++/sdbus-c++.h>
+
+#include <algorithm>
 
 #include "broker_adaptor.h"
 #include "log.hpp"
@@ -72,12 +76,21 @@ private:
     struct Caller {
         std::string sender;
         uid_t uid;
+        bool allowed;       // root or a member of allowed_groups
     };
 
     Caller caller() {
         const sdbus::Message* msg = getObject().getCurrentlyProcessedMessage();
         if (!msg) throw bus_error(Code::ServerFailure, "no message being processed");
-        return {msg->getSender(), bus_.sender_uid(*msg)};
+        auto info = bus_.caller_info(*msg);
+        return {msg->getSender(), info.uid, info.allowed};
+    }
+
+    // The bus policy is the first door; this is the second (design.md §5).
+    static void require_allowed(const Caller& c) {
+        if (!c.allowed)
+            throw sdbus::Error("org.freedesktop.DBus.Error.AccessDenied",
+                               "uid " + std::to_string(c.uid) + " is neither root nor in allowed_groups");
     }
 
     void Associate(AssociateResultT&& result, std::vector<uint8_t> dst_address, uint16_t dst_port,
@@ -86,8 +99,9 @@ private:
         // Shared: std::function needs a copyable callable; Result is move-only.
         auto res = std::make_shared<AssociateResultT>(std::move(result));
         try {
-            AssociateRequest req = parse_request(dst_address, dst_port, server_address, server_port, options);
             Caller c = caller();
+            require_allowed(c);
+            AssociateRequest req = parse_request(dst_address, dst_port, server_address, server_port, options);
             req.uid = c.uid;
             req.owner = c.sender;
             bus_.manager().associate(std::move(req), [res](AssociateResult&& r) {
@@ -169,7 +183,10 @@ private:
 
     void Reload() override {
         guarded("Reload", [&] {
-            throw bus_error(Code::ServerFailure, "Reload is not implemented yet; restart s5brokerd");
+            Caller c = caller();
+            if (c.uid != 0)
+                throw sdbus::Error("org.freedesktop.DBus.Error.AccessDenied", "only root may reload the configuration");
+            if (auto err = bus_.reload()) throw bus_error(Code::InvalidArgs, "configuration not applied: " + *err);
         });
     }
 
@@ -295,6 +312,7 @@ Bus::Bus(sdbus::IConnection& conn, Manager& manager) : conn_(conn), manager_(man
             }
         });
     dbus_proxy_->finishRegistration();
+    resolve_allowed_groups();
     manager_obj_ = std::make_unique<ManagerObject>(conn_, *this);
     for (const auto& [name, pool] : manager_.pools()) servers_[name] = std::make_unique<ServerObject>(conn_, *pool);
     manager_.set_observer(this);
@@ -308,19 +326,55 @@ Bus::~Bus() {
     dbus_proxy_.reset();
 }
 
-uid_t Bus::sender_uid(const sdbus::Message& msg) {
+Bus::CallerInfo Bus::caller_info(const sdbus::Message& msg) {
     const std::string sender = msg.getSender();
-    auto it = uid_cache_.find(sender);
-    if (it != uid_cache_.end()) return it->second;
-    uid_t uid = msg.getCredsUid();  // asks the bus daemon (sync) the first time
-    uid_cache_.emplace(sender, uid);
-    return uid;
+    auto it = callers_.find(sender);
+    if (it != callers_.end()) return it->second;
+    // Asks the bus daemon (a sync call) once per unique name: the
+    // credentials of a connection never change.
+    CallerInfo info{msg.getCredsUid(), false};
+    info.allowed = info.uid == 0 || in_allowed_groups(msg, info.uid);
+    callers_.emplace(sender, info);
+    return info;
+}
+
+bool Bus::in_allowed_groups(const sdbus::Message& msg, uid_t uid) const {
+    if (allowed_gids_.empty()) return false;
+    std::vector<gid_t> gids;
+    try {
+        gids = msg.getCredsSupplementaryGids();
+        gids.push_back(msg.getCredsGid());
+    } catch (const sdbus::Error&) {
+        // The bus did not tell: fall back to the user database.
+        if (const passwd* pw = getpwuid(uid)) {
+            int n = 64;
+            gids.resize(static_cast<size_t>(n));
+            if (getgrouplist(pw->pw_name, pw->pw_gid, gids.data(), &n) < 0) {
+                gids.resize(static_cast<size_t>(n));
+                getgrouplist(pw->pw_name, pw->pw_gid, gids.data(), &n);
+            }
+            gids.resize(static_cast<size_t>(std::max(n, 0)));
+        }
+    }
+    for (gid_t g : gids)
+        if (allowed_gids_.count(g)) return true;
+    return false;
+}
+
+void Bus::resolve_allowed_groups() {
+    allowed_gids_.clear();
+    for (const auto& name : manager_.config().allowed_groups) {
+        if (const group* gr = getgrnam(name.c_str()))
+            allowed_gids_.insert(gr->gr_gid);
+        else
+            log::warning("allowed_groups: no group named \"%s\"; ignored", name.c_str());
+    }
 }
 
 void Bus::on_name_owner_changed(const std::string& name, const std::string& old_owner, const std::string& new_owner) {
     // Only unique names (":1.42") own leases; they never come back.
     if (name.empty() || name[0] != ':' || old_owner.empty() || !new_owner.empty()) return;
-    uid_cache_.erase(name);
+    callers_.erase(name);
     manager_.owner_left(name);
 }
 
@@ -339,6 +393,27 @@ void Bus::lease_changed(Lease& lease) {
 
 void Bus::lease_renewed(Lease& lease) {
     if (auto it = leases_.find(lease.id()); it != leases_.end()) it->second->renewed();
+}
+
+void Bus::server_added(ServerPool& pool) {
+    servers_[pool.name()] = std::make_unique<ServerObject>(conn_, pool);
+    if (manager_obj_) manager_obj_->emitPropertiesChangedSignal(kManagerIface, {"Servers"});
+}
+
+void Bus::server_removed(ServerPool& pool) {
+    servers_.erase(pool.name());
+    if (manager_obj_) manager_obj_->emitPropertiesChangedSignal(kManagerIface, {"Servers"});
+}
+
+std::optional<std::string> Bus::reload() {
+    if (!reload_) return std::string("reloading is not available");
+    auto err = reload_();
+    if (!err) {
+        // Group names may now mean other gids, and membership may differ.
+        resolve_allowed_groups();
+        callers_.clear();
+    }
+    return err;
 }
 
 void Bus::server_changed(ServerPool& pool) {

@@ -8,7 +8,10 @@
 #include <sys/types.h>
 
 #include <map>
+#include <set>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "manager.hpp"
@@ -26,9 +29,14 @@ public:
     Bus(sdbus::IConnection& conn, Manager& manager);
     ~Bus() override;
 
-    // The caller's uid from the bus credentials, cached per unique name
-    // (a sync call to the bus daemon otherwise, design.md §9).
-    uid_t sender_uid(const sdbus::Message& msg);
+    // The caller's uid from the bus credentials and whether it may ask for
+    // associations (root, or a member of allowed_groups), cached per unique
+    // name (a sync call to the bus daemon otherwise, design.md §9).
+    struct CallerInfo {
+        uid_t uid;
+        bool allowed;
+    };
+    CallerInfo caller_info(const sdbus::Message& msg);
     Manager& manager() { return manager_; }
     sdbus::IConnection& connection() { return conn_; }
 
@@ -37,6 +45,14 @@ public:
     void lease_renewed(Lease& lease) override;
     void lease_lost(Lease& lease, const std::string& why) override;
     void server_changed(ServerPool& pool) override;
+    void server_added(ServerPool& pool) override;
+    void server_removed(ServerPool& pool) override;
+
+    // Re-reads and applies the configuration (Reload(), SIGHUP): nullopt on
+    // success, else why nothing was changed.
+    using Reloader = std::function<std::optional<std::string>()>;
+    void set_reloader(Reloader r) { reload_ = std::move(r); }
+    std::optional<std::string> reload();
     void lease_removed(Lease& lease) override;
 
 private:
@@ -49,7 +65,12 @@ private:
     std::unique_ptr<ManagerObject> manager_obj_;
     std::map<std::string, std::unique_ptr<ServerObject>> servers_;
     std::map<uint64_t, std::unique_ptr<LeaseObject>> leases_;
-    std::map<std::string, uid_t> uid_cache_;
+    bool in_allowed_groups(const sdbus::Message& msg, uid_t uid) const;
+    void resolve_allowed_groups();
+
+    Reloader reload_;
+    std::map<std::string, CallerInfo> callers_;
+    std::set<gid_t> allowed_gids_;
 };
 
 // "/org/s5broker/Broker1/server/<name>"

@@ -111,6 +111,17 @@ int run(const Options& opts) {
         std::fprintf(stderr, "s5brokerd: cannot own %s: %s\n", kBusName, e.getMessage().c_str());
         return 1;
     }
+    // SIGHUP and Reload(): a bad new file changes nothing.
+    bus.set_reloader([&]() -> std::optional<std::string> {
+        auto next = s5::config::load(opts.config, creds ? creds : "");
+        if (!next.ok()) {
+            s5d::log::error("reload: configuration not applied: %s", next.error.to_string().c_str());
+            return next.error.to_string();
+        }
+        manager.apply(std::move(*next.value));
+        return std::nullopt;
+    });
+    loop.on_signal(SIGHUP, [&] { (void)bus.reload(); });
     loop.attach_bus(*conn);
     manager.start();
     s5d::log::notice("s5brokerd %s serving %s on the %s bus with %zu server(s)", S5BROKER_VERSION, kBusName,

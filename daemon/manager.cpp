@@ -21,21 +21,81 @@ Manager::Manager(EventLoop& loop, s5::config::Config config) : loop_(loop), conf
     for (const char* k : {"associations_made", "associations_failed", "leases_granted", "leases_released",
                           "leases_lost", "served_from_pool", "renewals", "failovers"})
         stats_[k] = 0;
-    for (const auto& s : config_.servers) {
-        ServerPool::Hooks hooks{
-            [this](ServerPool& p) { serve_waiters(p); },
-            [this](ServerPool& p, Code c, const std::string& t) { on_pool_failed(p, c, t); },
-            [this](ServerPool& p) {
-                if (observer_) observer_->server_changed(p);
-            },
-        };
-        pools_.emplace(s.name, std::make_unique<ServerPool>(loop_, s, config_, stats_, std::move(hooks)));
-    }
+    for (const auto& s : config_.servers) add_pool(s);
+    forget_passwords(config_);
+}
+
+void Manager::add_pool(const s5::config::Server& s) {
+    ServerPool::Hooks hooks{
+        [this](ServerPool& p) { serve_waiters(p); },
+        [this](ServerPool& p, Code c, const std::string& t) { on_pool_failed(p, c, t); },
+        [this](ServerPool& p) {
+            if (observer_) observer_->server_changed(p);
+        },
+    };
+    pools_.emplace(s.name, std::make_unique<ServerPool>(loop_, s, config_, stats_, std::move(hooks)));
+}
+
+void Manager::forget_passwords(s5::config::Config& c) {
     // The pools hold their own copies; the manager keeps no password.
-    for (auto& s : config_.servers) {
+    for (auto& s : c.servers) {
         explicit_bzero(s.auth.password.data(), s.auth.password.size());
         s.auth.password.clear();
     }
+}
+
+namespace {
+bool same_server(const s5::config::Server& a, const s5::config::Server& b) {
+    return a.endpoint == b.endpoint && a.auth.method == b.auth.method && a.auth.username == b.auth.username &&
+           a.auth.password == b.auth.password && a.relay_address_override == b.relay_address_override &&
+           a.pipelining == b.pipelining;
+}
+}  // namespace
+
+void Manager::apply(s5::config::Config next) {
+    // Servers that are gone or changed (address, credentials...) lose their
+    // pool; their leases are renewed on what the new config offers.
+    std::vector<std::string> replaced;
+    for (const auto& [name, pool] : pools_) {
+        const auto* n = next.find_server(name);
+        if (!n || !same_server(pool->server(), *n)) replaced.push_back(name);
+    }
+    std::vector<uint64_t> moved;
+    for (const auto& name : replaced) {
+        for (auto& [id, l] : leases_)
+            if (l->server_name() == name && l->state() == LeaseState::Active) moved.push_back(id);
+        if (observer_) observer_->server_removed(*pools_.at(name));
+    }
+    for (uint64_t id : moved) dispose(leases_.at(id)->detach_for_renewal());
+    for (const auto& name : replaced) pools_.erase(name);  // closes its associations
+    config_ = std::move(next);
+    for (const auto& s : config_.servers) {
+        auto it = pools_.find(s.name);
+        if (it == pools_.end()) {
+            add_pool(s);
+            if (observer_) observer_->server_added(*pools_.at(s.name));
+        } else {
+            it->second->reconfigure(config_);
+        }
+    }
+    forget_passwords(config_);
+    log::notice("configuration reloaded: %zu server(s), %zu replaced", config_.servers.size(), replaced.size());
+    // Requests whose every server is gone cannot be served any more.
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+        auto next_it = std::next(it);
+        bool any = std::any_of(it->candidates.begin(), it->candidates.end(),
+                               [&](const std::string& n) { return pools_.count(n) > 0; });
+        if (!any && it->kind != Waiter::Kind::Renewal)
+            fail_waiter(it, Code::NoServer, "its servers were removed from the configuration");
+        it = next_it;
+    }
+    for (uint64_t id : moved) {
+        auto it = leases_.find(id);
+        if (it == leases_.end()) continue;
+        if (observer_) observer_->lease_changed(*it->second);
+        start_renewal(*it->second);
+    }
+    for (auto& [name, pool] : pools_) pool->pump(waiters_for(name), false);
 }
 
 Manager::~Manager() {
@@ -114,7 +174,9 @@ void Manager::bind_to_lease(Association& a, uint64_t lease_id) {
     a.set_callbacks(Association::Callbacks{
         [](Association&) {},
         [](Association&, Code, const std::string&) {},
-        [this, lease_id](Association&, const std::string& why) { on_lease_association_closed(lease_id, why); },
+        [this, lease_id](Association& closed, const std::string& why) {
+            on_lease_association_closed(lease_id, closed.close_error(), why);
+        },
     });
 }
 
@@ -310,12 +372,16 @@ void Manager::lose(Lease& l, Code code, const std::string& why) {
     if (observer_) observer_->lease_lost(l, why);
 }
 
-void Manager::on_lease_association_closed(uint64_t lease_id, const std::string& why) {
+void Manager::on_lease_association_closed(uint64_t lease_id, int err, const std::string& why) {
     auto it = leases_.find(lease_id);
     if (it == leases_.end()) return;
     Lease& l = *it->second;
     log::warning("lease %llu: association on %s ended (%s); renewing", ull(lease_id), l.server_name().c_str(),
                  why.c_str());
+    // Keepalive gave up: the server's other idle associations are as dead
+    // as this one, even if nobody has noticed yet.
+    if (err == ETIMEDOUT)
+        if (auto p = pools_.find(l.server_name()); p != pools_.end()) p->second->suspect(why);
     dispose(l.detach_for_renewal());
     if (observer_) observer_->lease_changed(l);
     start_renewal(l);

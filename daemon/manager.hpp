@@ -64,6 +64,8 @@ public:
     virtual void lease_lost(Lease& lease, const std::string& why) = 0;
     virtual void lease_removed(Lease& lease) = 0;       // about to be destroyed
     virtual void server_changed(ServerPool& pool) = 0;
+    virtual void server_added(ServerPool& pool) = 0;
+    virtual void server_removed(ServerPool& pool) = 0;   // about to be destroyed
 };
 
 class Manager {
@@ -75,6 +77,10 @@ public:
     const s5::config::Config& config() const { return config_; }
     // Starts filling every server's pool.
     void start();
+    // A new, validated configuration: servers that still exist unchanged
+    // keep their pools and leases; leases of removed or changed servers are
+    // renewed elsewhere (or lost after lease_grace_s).
+    void apply(s5::config::Config next);
 
     // Serves `req`; `done` runs exactly once, from the loop (possibly before
     // associate() returns), unless the caller leaves the bus first.
@@ -106,6 +112,8 @@ private:
         Timer deadline;
     };
 
+    void add_pool(const s5::config::Server& s);
+    static void forget_passwords(s5::config::Config& c);
     std::variant<std::vector<std::string>, Failure> candidates_for(
         const s5::wire::Endpoint& dst, const std::optional<s5::wire::Endpoint>& server) const;
     std::vector<std::string> renewal_candidates(const Lease& lease) const;
@@ -124,7 +132,7 @@ private:
     void on_pool_failed(ServerPool& pool, s5::err::Code code, const std::string& text);
     void on_deadline(uint64_t waiter_id);
     void fail_waiter(std::list<Waiter>::iterator w, s5::err::Code code, const std::string& text);
-    void on_lease_association_closed(uint64_t lease_id, const std::string& why);
+    void on_lease_association_closed(uint64_t lease_id, int err, const std::string& why);
     void start_renewal(Lease& lease);
     void lose(Lease& lease, s5::err::Code code, const std::string& why);
     void dispose(std::unique_ptr<Association> a);

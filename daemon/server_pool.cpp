@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include <cerrno>
+
 #include "log.hpp"
 
 namespace s5d {
@@ -28,6 +30,14 @@ ServerPool::~ServerPool() {
     if (!server_.auth.password.empty()) explicit_bzero(server_.auth.password.data(), server_.auth.password.size());
 }
 
+void ServerPool::reconfigure(const s5::config::Config& config) {
+    keepalive_ = config.keepalive;
+    limits_ = PoolLimits{config.pool.min_idle, config.pool.max_associations};
+    max_idle_age_ = std::chrono::seconds(config.pool.max_idle_age_s);
+    schedule_recycle();
+    hooks_.changed(*this);
+}
+
 const char* ServerPool::state_name() const {
     switch (health_) {
         case ServerHealth::Up: return "up";
@@ -45,13 +55,38 @@ void ServerPool::set_health(ServerHealth h) {
 }
 
 std::unique_ptr<Association> ServerPool::take() {
-    if (idle_.empty()) return nullptr;
-    // The newest: the least likely to have been dropped silently.
-    auto a = std::move(idle_.back());
-    idle_.pop_back();
-    ++leased_;
+    bool dropped = false;
+    while (!idle_.empty()) {
+        // The newest: the least likely to have been dropped silently.
+        auto a = std::move(idle_.back());
+        idle_.pop_back();
+        // Its close may be queued behind the event we are serving (a
+        // server crash closes every association at once): skip the dead.
+        if (!a->alive()) {
+            dropped = true;
+            continue;
+        }
+        ++leased_;
+        hooks_.changed(*this);
+        return a;
+    }
+    if (dropped) {
+        hooks_.changed(*this);
+        pump(waiters_, false);
+    }
+    return nullptr;
+}
+
+void ServerPool::suspect(const std::string& why) {
+    if (!idle_.empty())
+        log::info("server %s: dropping %u idle association(s): %s", server_.name.c_str(), idle(), why.c_str());
+    idle_.clear();
+    last_error_ = why;
+    last_error_code_ = s5::err::Code::ServerTimeout;
+    set_health(ServerHealth::Down);
+    backoff_elapsed_ = false;
+    retry_timer_.arm_in(backoff_.next(rng_));
     hooks_.changed(*this);
-    return a;
 }
 
 void ServerPool::released() {
@@ -124,6 +159,10 @@ void ServerPool::on_idle_closed(Association& a, const std::string& why) {
         idle_.erase(it);
         log::info("server %s: idle association %llu closed (%s)", server_.name.c_str(),
                   static_cast<unsigned long long>(a.id()), why.c_str());
+        if (doomed->close_error() == ETIMEDOUT) {
+            suspect(why);
+            return;
+        }
         hooks_.changed(*this);
         pump(waiters_, false);
         return;

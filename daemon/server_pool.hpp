@@ -48,10 +48,17 @@ public:
     unsigned leased() const { return leased_; }
     unsigned min_idle() const { return limits_.min_idle; }
 
+    // New pool, keepalive and age settings (same server).
+    void reconfigure(const s5::config::Config& config);
+
     // Takes a ready association out of the pool (nullptr when none); the
     // caller sets its callbacks and must call released() when done with it.
     std::unique_ptr<Association> take();
     void released();
+    // One of our associations timed out (keepalive): the server or the path
+    // to it is probably gone, and so are its other idle associations. Drop
+    // them, mark the server down and probe it again after the backoff.
+    void suspect(const std::string& why);
 
     // Starts what the pool policy asks for, given `waiters` requests that
     // would take an association from this pool. `new_request`: a request

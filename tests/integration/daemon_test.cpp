@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <s5broker/socks5.h>
 #include <sys/socket.h>
+#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -241,6 +242,108 @@ TEST_F(DaemonOnBus, SecondInstanceCannotOwnTheName) {
     ASSERT_TRUE(st);
     EXPECT_EQ(WEXITSTATUS(*st), 1);
     EXPECT_NE(second.log().find("cannot own org.s5broker.Broker1"), std::string::npos) << second.log();
+}
+
+// Returns the D-Bus error name of an Associate made as uid/gid, from a
+// child process ("" on success, "exit N" if the child failed otherwise).
+std::string associate_as(const PrivateBus& bus, uid_t uid, gid_t gid, uint16_t server_port) {
+    int pfd[2];
+    if (pipe(pfd) != 0) return "pipe";
+    pid_t child = fork();
+    if (child == 0) {
+        ::close(pfd[0]);
+        std::string result;
+        if (setgroups(0, nullptr) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+            result = "setuid failed";
+        } else {
+            try {
+                auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+                auto proxy = sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1");
+                sdbus::ObjectPath path;
+                sdbus::UnixFd fd;
+                std::vector<uint8_t> relay;
+                uint16_t rport;
+                proxy->callMethod("Associate")
+                    .onInterface(kManager)
+                    .withArguments(kLoopback, uint16_t{7}, kLoopback, server_port,
+                                   std::map<std::string, sdbus::Variant>{})
+                    .storeResultsTo(path, fd, relay, rport);
+            } catch (const sdbus::Error& e) {
+                result = e.getName();
+            }
+        }
+        (void)!write(pfd[1], result.data(), result.size());
+        _exit(0);
+    }
+    ::close(pfd[1]);
+    std::string out;
+    char buf[256];
+    ssize_t n;
+    while ((n = read(pfd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    ::close(pfd[0]);
+    int st = 0;
+    waitpid(child, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return "exit " + std::to_string(st);
+    return out;
+}
+
+TEST_F(DaemonOnBus, OnlyRootAndAllowedGroupsMayAssociate) {
+    // allowed_groups is empty here: only root.
+    EXPECT_EQ(associate_as(bus, 0, 0, danted.port()), "");
+    EXPECT_EQ(associate_as(bus, 65534, 65534, danted.port()), "org.freedesktop.DBus.Error.AccessDenied");
+    // Allow nogroup (nobody's group) and reload.
+    write_file(broker->config_path(), R"({"servers": [)" + server_json("d", "127.0.0.1", danted.port()) +
+                                          R"(], "allowed_groups": ["nogroup"]})");
+    client->manager()->callMethod("Reload").onInterface(kManager);
+    EXPECT_EQ(associate_as(bus, 65534, 65534, danted.port()), "");
+    EXPECT_TRUE(eventually([&] { return client->lease_count() == 0; }));
+}
+
+TEST_F(DaemonOnBus, ReloadKeepsLeasesOfUnchangedServersAndMovesTheOthers) {
+    Danted second(dir);
+    // A lease on d, held by this test.
+    sdbus::ObjectPath path;
+    sdbus::UnixFd fd;
+    std::vector<uint8_t> relay;
+    uint16_t rport = 0;
+    client->manager()
+        ->callMethod("Associate")
+        .onInterface(kManager)
+        .withArguments(kLoopback, uint16_t{7}, kLoopback, danted.port(), std::map<std::string, sdbus::Variant>{})
+        .storeResultsTo(path, fd, relay, rport);
+    auto lease = client->object(path);
+    const char* li = "org.s5broker.Broker1.Lease";
+
+    // Add a server: d and its lease are untouched.
+    write_file(broker->config_path(), R"({"servers": [)" + server_json("d", "127.0.0.1", danted.port()) + "," +
+                                          server_json("e", "127.0.0.1", second.port()) +
+                                          R"(], "routes": [{"destination": "0.0.0.0/0", "servers": ["e"]}]})");
+    client->manager()->callMethod("Reload").onInterface(kManager);
+    auto servers = client->manager()->getProperty("Servers").onInterface(kManager).get<std::vector<sdbus::ObjectPath>>();
+    EXPECT_EQ(servers.size(), 2u);
+    EXPECT_EQ(lease->getProperty("Generation").onInterface(li).get<uint32_t>(), 1u);
+    EXPECT_EQ(lease->getProperty("State").onInterface(li).get<std::string>(), "active");
+
+    // A broken file changes nothing and says why.
+    write_file(broker->config_path(), R"({"servers": [{"name": "d", "address": "127.0.0.1", "port": 0}]})");
+    try {
+        client->manager()->callMethod("Reload").onInterface(kManager);
+        ADD_FAILURE() << "Reload of an invalid config succeeded";
+    } catch (const sdbus::Error& e) {
+        EXPECT_NE(e.getMessage().find("servers[0].port"), std::string::npos) << e.getMessage();
+    }
+    EXPECT_EQ(client->manager()->getProperty("Servers").onInterface(kManager).get<std::vector<sdbus::ObjectPath>>().size(),
+              2u);
+
+    // Remove d (SIGHUP this time): its lease moves to e.
+    write_file(broker->config_path(), R"({"servers": [)" + server_json("e", "127.0.0.1", second.port()) +
+                                          R"(], "routes": [{"destination": "0.0.0.0/0", "servers": ["e"]}]})");
+    ::kill(broker->process().pid(), SIGHUP);
+    EXPECT_TRUE(eventually([&] { return lease->getProperty("Generation").onInterface(li).get<uint32_t>() == 2; }))
+        << broker->log();
+    EXPECT_EQ(std::string(lease->getProperty("Server").onInterface(li).get<sdbus::ObjectPath>()),
+              "/org/s5broker/Broker1/server/e");
+    EXPECT_EQ(lease->getProperty("State").onInterface(li).get<std::string>(), "active");
 }
 
 TEST_F(DaemonOnBus, SigtermExitsCleanly) {
