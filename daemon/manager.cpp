@@ -384,7 +384,16 @@ void Manager::on_lease_association_closed(uint64_t lease_id, int err, const std:
         if (auto p = pools_.find(l.server_name()); p != pools_.end()) p->second->suspect(why);
     dispose(l.detach_for_renewal());
     if (observer_) observer_->lease_changed(l);
-    start_renewal(l);
+    // A crashed server closes all its associations at once, but the closes
+    // reach us one by one: wait a moment so the idle ones that die with it
+    // are gone before we pick one (a renewal onto a dying association would
+    // just fail again).
+    Timer& t = settling_[lease_id];
+    t = Timer(loop_, [this, lease_id] {
+        settling_.erase(lease_id);  // destroys this timer after the call
+        if (auto it = leases_.find(lease_id); it != leases_.end()) start_renewal(*it->second);
+    });
+    t.arm_in(kRenewalSettle);
 }
 
 void Manager::start_renewal(Lease& l) {
@@ -408,6 +417,7 @@ void Manager::remove_lease(uint64_t id, const char* why) {
     if (it == leases_.end()) return;
     std::unique_ptr<Lease> l = std::move(it->second);
     leases_.erase(it);
+    settling_.erase(id);
     std::vector<std::string> affected;
     for (auto w = waiters_.begin(); w != waiters_.end();) {
         if (w->lease_id == id && w->kind != Waiter::Kind::Request) {

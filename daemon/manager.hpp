@@ -70,6 +70,9 @@ public:
 
 class Manager {
 public:
+    // How long a renewal waits for the other closes of a crashed server.
+    static constexpr std::chrono::milliseconds kRenewalSettle{30};
+
     Manager(EventLoop& loop, s5::config::Config config);
     ~Manager();
 
@@ -146,6 +149,7 @@ private:
     std::map<std::string, std::unique_ptr<ServerPool>> pools_;
     std::map<uint64_t, std::unique_ptr<Lease>> leases_;
     std::list<Waiter> waiters_;                              // FIFO
+    std::map<uint64_t, Timer> settling_;                     // lease id -> renewal start
     uint64_t next_lease_id_ = 1;
     uint64_t next_waiter_id_ = 1;
 };

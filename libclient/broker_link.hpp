@@ -18,15 +18,30 @@ struct AssociateOutcome {
     // ok:
     std::string lease_path;
     s5::UniqueFd lease_fd;
-    s5::wire::Endpoint relay;
+    s5::wire::Endpoint relay;   // unset when pending
+    bool pending = false;       // nonblocking and no association ready yet
     // !ok: the D-Bus error name and message (or a synthetic one when the
     // bus itself is unreachable).
     std::string error_name;
     std::string error_message;
 };
 
+// Associate(dst, server or "route by dst", {timeout_ms, nonblocking}).
+// With `nonblocking` the broker may answer at once with an empty relay: the
+// lease is pending and its fd will carry Ready or Lost.
 AssociateOutcome broker_associate(const s5::wire::Endpoint& dst, const s5::wire::Endpoint* server,
-                                  uint32_t timeout_ms);
+                                  uint32_t timeout_ms, bool nonblocking = false);
+
+struct GetServerOutcome {
+    bool ok = false;
+    std::string name;
+    s5::wire::Endpoint server;
+    std::string error_name;
+    std::string error_message;
+};
+
+// GetServer(dst): the configured server an Associate without one would use.
+GetServerOutcome broker_get_server(const s5::wire::Endpoint& dst);
 
 inline constexpr const char* kNoBusError = "org.s5broker.Client.Error.NoBus";
 

@@ -1,5 +1,7 @@
 // The C API of <s5broker/socks5.h>: argument checks with AIX's errors, then
-// one Associate call to s5brokerd, whose lease fd replaces the caller's Socket.
+// one Associate call to s5brokerd, whose lease fd replaces the caller's Socket
+// and is recorded in the process's lease table; the datagram calls frame for
+// and follow those leases (lease_table.hpp, datagram.hpp).
 #include "s5broker/socks5.h"
 
 #include <errno.h>
@@ -8,10 +10,16 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstring>
+#include <new>
+#include <optional>
+#include <string>
 
 #include "broker_link.hpp"
+#include "datagram.hpp"
 #include "errors.hpp"
+#include "lease_table.hpp"
 #include "wire.hpp"
 
 #define S5_EXPORT extern "C" __attribute__((visibility("default")))
@@ -49,32 +57,84 @@ bool writable(void* p, size_t len) {
     return r >= 0 || errno != EFAULT;
 }
 
-// Checks an address argument; returns 0 or the errno to fail with.
-int check_address(const sockaddr* sa, size_t len, s5::wire::Endpoint& out) {
+// Checks the form of an address argument without probing the memory (the
+// datagram calls' hot path); returns 0 or the errno to fail with.
+int parse_address(const sockaddr* sa, size_t len, s5::wire::Endpoint& out) {
     if (!sa) return EINVAL;
     if (len < sizeof(sa_family_t)) return EINVAL;
-    if (!readable(sa, len < sizeof(sockaddr_in6) ? len : sizeof(sockaddr_in6))) return EFAULT;
-    if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6) return EAFNOSUPPORT;
+    sa_family_t family;
+    std::memcpy(&family, reinterpret_cast<const char*>(sa) + offsetof(sockaddr, sa_family), sizeof family);
+    if (family != AF_INET && family != AF_INET6) return EAFNOSUPPORT;
     auto ep = s5::wire::Endpoint::from_sockaddr(sa, len);
     if (!ep) return EINVAL;  // shorter than sockaddr_in / sockaddr_in6
     out = *ep;
     return 0;
 }
 
-// The socket checks of AIX's socks5udp_associate, in its order.
-int check_socket(int s) {
+// Checks an address argument; returns 0 or the errno to fail with.
+int check_address(const sockaddr* sa, size_t len, s5::wire::Endpoint& out) {
+    if (!sa) return EINVAL;
+    if (len < sizeof(sa_family_t)) return EINVAL;
+    if (!readable(sa, len < sizeof(sockaddr_in6) ? len : sizeof(sockaddr_in6))) return EFAULT;
+    return parse_address(sa, len, out);
+}
+
+// EBADF / ENOTSOCK, else 0 with the socket's type.
+int socket_type(int s, int& type) {
     if (fcntl(s, F_GETFD) < 0) return EBADF;
-    int type = 0;
     socklen_t len = sizeof type;
     if (getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &len) < 0) return errno == ENOTSOCK ? ENOTSOCK : errno;
+    return 0;
+}
+
+// The rest of the socket checks of AIX's socks5udp_associate, in its order.
+int check_stream_socket(int s, int type) {
     if (type != SOCK_STREAM) return EINVAL;
     int listening = 0;
-    len = sizeof listening;
+    socklen_t len = sizeof listening;
     if (getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening) return EINVAL;
     sockaddr_storage peer;
     socklen_t plen = sizeof peer;
     if (getpeername(s, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) return EISCONN;
     return 0;
+}
+
+int fail_mapped(const std::string& error_name) {
+    if (error_name == s5::client::kNoBusError) return fail(ECONNREFUSED, S5_ENOSERV);
+    auto m = s5::err::from_dbus_name(error_name);
+    return fail(m.err, m.s5err);
+}
+
+// A second socks5udp_associate() on a lease socket, as connect(2) after
+// EINPROGRESS: 0 with the relay once Ready arrived, the failure once Lost
+// did, EALREADY while nothing has, EISCONN once it has returned 0.
+int complete_lease(int Socket, const s5::client::LeaseInfo& l, const sockaddr* Dst, size_t DstLen) {
+    using s5::client::LeaseState;
+    if (l.completed) return fail(EISCONN, 0);
+    switch (l.state) {
+        case LeaseState::Pending: return fail(EALREADY, 0);
+        case LeaseState::Lost: return fail(l.err, l.s5err);
+        case LeaseState::Active: break;
+    }
+    sockaddr_storage rv{};
+    size_t rvlen = l.relay.to_sockaddr(rv);
+    if (rvlen == 0 || rvlen > DstLen) return fail(EINVAL, 0);
+    s5::client::LeaseTable::global().mark_completed(Socket);
+    std::memcpy(const_cast<sockaddr*>(Dst), &rv, rvlen);
+    return 0;
+}
+
+// For the C entry points: no C++ exception may cross into C.
+template <typename Fn>
+auto guarded(Fn&& fn, decltype(fn()) on_error) -> decltype(fn()) {
+    try {
+        return fn();
+    } catch (const std::bad_alloc&) {
+        fail(ENOMEM, 0);
+    } catch (...) {
+        fail(ENOTCONN, 0);
+    }
+    return on_error;
 }
 
 }  // namespace
@@ -86,8 +146,19 @@ S5_EXPORT const char* socks5_strerror(int s5err) { return s5::err::s5_text(s5err
 S5_EXPORT int socks5udp_associate(int Socket, const struct sockaddr* Dst, size_t DstLen, const struct sockaddr* Svr,
                                   size_t SvrLen) {
     t_s5errno = 0;
-    try {
-        if (int e = check_socket(Socket)) return fail(e, 0);
+    return guarded([&]() -> int {
+        auto& table = s5::client::LeaseTable::global();
+        int type = 0;
+        if (int e = socket_type(Socket, type)) return fail(e, 0);
+        // A lease socket of ours (same descriptor, same socket): a repeated
+        // call, as after EINPROGRESS. Any other SEQPACKET socket is EINVAL.
+        std::optional<s5::client::LeaseInfo> lease;
+        if (type == SOCK_SEQPACKET) {
+            lease = table.lookup(Socket);
+            if (!lease) return fail(EINVAL, 0);
+        } else if (int e = check_stream_socket(Socket, type)) {
+            return fail(e, 0);
+        }
         s5::wire::Endpoint dst, svr;
         if (int e = check_address(Dst, DstLen, dst)) return fail(e, 0);
         // AIX overwrites Dst with the rendezvous: it must be writable.
@@ -95,39 +166,144 @@ S5_EXPORT int socks5udp_associate(int Socket, const struct sockaddr* Dst, size_t
             return fail(EFAULT, 0);
         if (Svr)
             if (int e = check_address(Svr, SvrLen, svr)) return fail(e, 0);
+        if (lease) return complete_lease(Socket, *lease, Dst, DstLen);
 
-        auto r = s5::client::broker_associate(dst, Svr ? &svr : nullptr, 0);
-        if (!r.ok) {
-            if (r.error_name == s5::client::kNoBusError) return fail(ECONNREFUSED, S5_ENOSERV);
-            auto m = s5::err::from_dbus_name(r.error_name);
-            return fail(m.err, m.s5err);
-        }
-
-        sockaddr_storage rv{};
-        size_t rvlen = r.relay.to_sockaddr(rv);
-        // The rendezvous must fit the caller's buffer; if not, the lease is
-        // dropped (closing its fd releases it in the broker).
-        if (rvlen == 0 || rvlen > DstLen) return fail(EINVAL, 0);
-
-        // The app's Socket becomes the lease: same descriptor number, same
-        // close-on-exec and non-blocking state.
         int fdflags = fcntl(Socket, F_GETFD);
         int flflags = fcntl(Socket, F_GETFL);
         if (fdflags < 0 || flflags < 0) return fail(EBADF, 0);
-        if (flflags & O_NONBLOCK) {
+        const bool nonblocking = (flflags & O_NONBLOCK) != 0;
+
+        auto r = s5::client::broker_associate(dst, Svr ? &svr : nullptr, 0, nonblocking);
+        if (!r.ok) return fail_mapped(r.error_name);
+
+        sockaddr_storage rv{};
+        size_t rvlen = 0;
+        if (!r.pending) {
+            rvlen = r.relay.to_sockaddr(rv);
+            // The rendezvous must fit the caller's buffer; if not, the lease
+            // is dropped (closing its fd releases it in the broker).
+            if (rvlen == 0 || rvlen > DstLen) return fail(EINVAL, 0);
+        }
+
+        // The app's Socket becomes the lease: same descriptor number, same
+        // close-on-exec and non-blocking state.
+        if (nonblocking) {
             int cur = fcntl(r.lease_fd.get(), F_GETFL);
             if (cur < 0 || fcntl(r.lease_fd.get(), F_SETFL, cur | O_NONBLOCK) < 0) return fail(errno, 0);
         }
-        // Consume the broker's "ready" event (queued before the reply) so a
-        // poll() on Socket only wakes for what comes later.
-        unsigned char ev[s5::wire::kLeaseEventSize];
-        (void)recv(r.lease_fd.get(), ev, sizeof ev, MSG_DONTWAIT);
-        if (dup3(r.lease_fd.get(), Socket, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) return fail(errno, 0);
+        // Recorded before dup3() so that a failure leaves Socket untouched.
+        // With a relay this reads the broker's Ready event (queued before
+        // the reply): its source IP is where datagrams must come from.
+        auto info = table.add(Socket, r.lease_fd.get(), r.pending ? nullptr : &r.relay);
+        if (!info) return fail(errno, 0);
+        if (info->state == s5::client::LeaseState::Lost) {
+            // Gone already (the broker's first word was Lost, or EOF).
+            table.remove(Socket);
+            return fail(info->err, info->s5err);
+        }
+        if (dup3(r.lease_fd.get(), Socket, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
+            int e = errno;
+            table.remove(Socket);
+            return fail(e, 0);
+        }
+        // If the number was a UDP socket the datagram calls checked before,
+        // it is not one any more.
+        s5::client::SocketCache::global().forget(Socket);
+        // Nonblocking and no association ready: Socket becomes readable
+        // when Ready or Lost arrives; call again then (see complete_lease).
+        if (r.pending) return fail(EINPROGRESS, 0);
         std::memcpy(const_cast<sockaddr*>(Dst), &rv, rvlen);
         return 0;
-    } catch (const std::bad_alloc&) {
-        return fail(ENOMEM, 0);
-    } catch (...) {
-        return fail(ENOTCONN, 0);
-    }
+    }, -1);
+}
+
+S5_EXPORT int socks5udp_sendto(int Socket, void* Message, size_t MsgLen, int Flags, struct sockaddr* Dst,
+                               size_t DstLen, struct sockaddr* Svr, size_t SvrLen) {
+    t_s5errno = 0;
+    return guarded([&]() -> int {
+        auto& sockets = s5::client::SocketCache::global();
+        // Socket first, then the addresses, as socks5udp_associate.
+        if (int e = sockets.check(Socket)) return fail(e, 0);
+        s5::wire::Endpoint dst, svr;
+        if (int e = parse_address(Dst, DstLen, dst)) return fail(e, 0);
+        if (int e = parse_address(Svr, SvrLen, svr)) return fail(e, 0);
+
+        // Svr names a lease of this process: its events are applied and the
+        // datagram goes to its current relay, from its current source IP.
+        auto& table = s5::client::LeaseTable::global();
+        auto lease = table.route(svr);
+        sockaddr_storage to;
+        socklen_t tolen;
+        const s5::wire::Endpoint* source = nullptr;
+        if (lease) {
+            if (lease->state != s5::client::LeaseState::Active) return fail(lease->err, lease->s5err);  // lost
+            tolen = static_cast<socklen_t>(lease->relay.to_sockaddr(to));
+            if (lease->source.ip_len() != 0 && !lease->source_refused) source = &lease->source;
+        } else {
+            // Not one of our leases: to Svr as given (scope id and all).
+            tolen = svr.family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+            std::memcpy(&to, Svr, tolen);
+        }
+        bool refused = false;
+        if (s5::client::send_framed(Socket, reinterpret_cast<const sockaddr*>(&to), tolen, dst, Message, MsgLen,
+                                    Flags, source, &refused) < 0)
+            return fail(sockets.recheck_after_error(Socket, errno), 0);
+        if (refused) table.refuse_source(lease->fd, lease->source);
+        return 0;
+    }, -1);
+}
+
+S5_EXPORT ssize_t socks5udp_recvfrom(int Socket, void* Buf, size_t Len, int Flags, struct sockaddr* From,
+                                     socklen_t* FromLen) {
+    t_s5errno = 0;
+    return guarded([&]() -> ssize_t {
+        auto& sockets = s5::client::SocketCache::global();
+        if (int e = sockets.check(Socket)) return fail(e, 0);
+        // Where recvfrom(2) would fault after taking the datagram, refuse
+        // before; the error queue carries no SOCKS datagrams.
+        if ((From && !FromLen) || (Flags & MSG_ERRQUEUE)) return fail(EINVAL, 0);
+        ssize_t n = s5::client::recv_deframed(Socket, Buf, Len, Flags, From, FromLen,
+                                              s5::client::LeaseTable::global());
+        if (n < 0) return fail(sockets.recheck_after_error(Socket, errno), 0);
+        return n;
+    }, ssize_t{-1});
+}
+
+S5_EXPORT int socks5udp_current(int LeaseSocket, struct sockaddr* Rendezvous, size_t Len) {
+    t_s5errno = 0;
+    return guarded([&]() -> int {
+        using s5::client::LeaseState;
+        auto l = s5::client::LeaseTable::global().lookup(LeaseSocket);
+        if (!l || !Rendezvous) return fail(EINVAL, 0);
+        switch (l->state) {
+            case LeaseState::Pending: return fail(EINPROGRESS, 0);
+            case LeaseState::Lost: return fail(l->err, l->s5err);
+            case LeaseState::Active: break;
+        }
+        sockaddr_storage rv{};
+        size_t rvlen = l->relay.to_sockaddr(rv);
+        if (rvlen == 0 || rvlen > Len) return fail(EINVAL, 0);
+        if (!writable(Rendezvous, rvlen)) return fail(EFAULT, 0);
+        std::memcpy(Rendezvous, &rv, rvlen);
+        return 0;
+    }, -1);
+}
+
+S5_EXPORT struct sockaddr* socks5_getserv(struct sockaddr* Dst, size_t DstLen) {
+    t_s5errno = 0;
+    return guarded([&]() -> sockaddr* {
+        static thread_local sockaddr_storage t_server;
+        s5::wire::Endpoint dst;
+        if (int e = check_address(Dst, DstLen, dst)) {
+            fail(e, 0);
+            return nullptr;
+        }
+        auto r = s5::client::broker_get_server(dst);
+        if (!r.ok) {
+            fail_mapped(r.error_name);
+            return nullptr;
+        }
+        r.server.to_sockaddr(t_server);
+        return reinterpret_cast<sockaddr*>(&t_server);
+    }, static_cast<sockaddr*>(nullptr));
 }

@@ -247,7 +247,10 @@ TEST_F(PoolTest, FailsOverToTheNextServerOfTheRoute) {
     Danted a(dir), b(dir);
     start_broker(broker_config({server_json("a", "127.0.0.1", a.port()), server_json("b", "127.0.0.1", b.port())},
                                {"a", "b"}, PoolConfig{}));
-    ASSERT_TRUE(eventually([&] { return server_prop<uint32_t>("b", "PoolIdle") == 1; }));
+    // Both warm: the route's first server serves the request.
+    ASSERT_TRUE(eventually([&] {
+        return server_prop<uint32_t>("a", "PoolIdle") == 1 && server_prop<uint32_t>("b", "PoolIdle") == 1;
+    }));
     AppLease l;
     ASSERT_TRUE(associate(l, target(), nullptr)) << std::strerror(errno);
     EXPECT_EQ(std::string(lease_prop<sdbus::ObjectPath>("Server")), "/org/s5broker/Broker1/server/a");

@@ -3,7 +3,9 @@
  *
  * The AIX call socks5udp_associate() with its exact signature and errors,
  * served by the s5brokerd daemon over D-Bus: the association is already made
- * (pooled) by the broker, which keeps the credentials. See socks5udp_associate(3).
+ * (pooled) by the broker, which keeps the credentials, and follows it when
+ * the broker moves it to another server. See socks5udp_associate(3).
+ * All calls are thread-safe and may be used in a forked child.
  *
  * COMPAT_43: Linux's struct sockaddr already has the 4.3BSD layout (no
  * sa_len member); defining COMPAT_43 is accepted and changes nothing.
@@ -43,9 +45,75 @@ int *socks5_errno_location(void);
  * broker routes by Dst). On success returns 0, Socket becomes the lease (keep
  * it open as long as the association is needed) and Dst is overwritten with
  * the rendezvous address to send SOCKS-encapsulated datagrams to. On failure
- * returns -1 with errno and socks5_errno set; Socket and Dst are untouched. */
+ * returns -1 with errno and socks5_errno set; Socket and Dst are untouched.
+ *
+ * Non-blocking (Socket has O_NONBLOCK) and no association ready in the
+ * broker: returns -1 with errno EINPROGRESS; Socket is already the lease and
+ * becomes readable when the association is ready or has failed. Calling
+ * again with the same Socket then returns 0 and fills Dst, or -1 with the
+ * failure, as connect(2) does; EALREADY while still pending, EISCONN once
+ * it has returned 0. Socket becomes readable again whenever the broker
+ * moves the lease to a new relay (see socks5udp_current). */
 int socks5udp_associate(int Socket, const struct sockaddr *Dst, size_t DstLen,
                         const struct sockaddr *Svr, size_t SvrLen);
+
+/* Sends Message to the target Dst through the SOCKSv5 relay Svr, a
+ * rendezvous returned by socks5udp_associate(), from the SOCK_DGRAM UDP
+ * socket Socket: prepends the RFC 1928 UDP header for Dst (the payload is
+ * not copied). Returns 0 on success (AIX semantics), -1 with errno set.
+ * Flags go to sendmsg(2) (MSG_NOSIGNAL is added).
+ *
+ * When Svr is a relay a lease of this process has had, the lease's news is
+ * applied first and the datagram goes to its current relay (the lease may
+ * have been moved to another association) from the source IP that
+ * association expects (IP_PKTINFO / IPV6_PKTINFO; Socket is not bound by the
+ * library: an unbound Socket gets the wildcard address and a port from the
+ * kernel, and receives the relay's replies; a Socket bound to another
+ * specific address sends from the expected IP anyway but cannot receive the
+ * replies; an IP the kernel refuses as not local here is left out). The
+ * lease is found by Svr, not by Socket: one Socket may serve several leases.
+ * A lost lease fails with ENOTCONN and socks5_errno S5_ELOST (or
+ * the error the broker reported). Any other Svr is used as given.
+ * Dst and Svr are not probed for EFAULT.
+ * Errors: EBADF, ENOTSOCK, EINVAL (not a UDP socket; NULL or short Dst/Svr),
+ * EAFNOSUPPORT (not AF_INET/AF_INET6), EMSGSIZE (header + MsgLen > 65507),
+ * and those of sendmsg(2). */
+int socks5udp_sendto(int Socket, void *Message, size_t MsgLen, int Flags,
+                     struct sockaddr *Dst, size_t DstLen,
+                     struct sockaddr *Svr, size_t SvrLen);
+
+/* Extensions, not on AIX. */
+
+/* Receives one datagram on a UDP socket used with socks5udp_sendto() and
+ * strips its SOCKS header. Datagrams that do not come from the current relay
+ * of a lease of this process, or carry RSV != 0, FRAG != 0, a domain name
+ * or an unknown address type are dropped and the next one is received
+ * (MSG_DONTWAIT or O_NONBLOCK: -1/EAGAIN when none is left). From (may be
+ * NULL) receives the original sender as sockaddr_in/sockaddr_in6, truncated
+ * to *FromLen, which is set to the full length. Returns the payload length,
+ * truncated to Len; with MSG_TRUNC in Flags, the full payload length, as
+ * recv(2) on Linux; with MSG_PEEK the datagram stays queued (dropped ones
+ * are consumed). -1 with errno on failure (EINVAL also for a From without
+ * FromLen, or MSG_ERRQUEUE). */
+ssize_t socks5udp_recvfrom(int Socket, void *Buf, size_t Len, int Flags,
+                           struct sockaddr *From, socklen_t *FromLen);
+
+/* Writes the current relay of the lease LeaseSocket (a Socket that
+ * socks5udp_associate() made a lease) to Rendezvous, after applying the
+ * lease's news; for applications that frame datagrams themselves: call it
+ * when LeaseSocket becomes readable. Returns 0, or -1 with errno: EINVAL
+ * (not a lease of this process, NULL Rendezvous, or Len too small for the
+ * relay's address), EINPROGRESS (still pending), ENOTCONN with socks5_errno
+ * S5_ELOST (lost; or the failure the broker reported). */
+int socks5udp_current(int LeaseSocket, struct sockaddr *Rendezvous, size_t Len);
+
+/* The SOCKSv5 server the broker would use for Dst, as on AIX. Returns a
+ * pointer to thread-local storage (overwritten by the next call in the same
+ * thread) holding a sockaddr_in/sockaddr_in6, or NULL with errno set: ENOENT
+ * with socks5_errno S5_ENOSERV when no server is configured or matches,
+ * ECONNREFUSED with S5_ENOSERV when s5brokerd is not running, EINVAL /
+ * EAFNOSUPPORT / EFAULT for a bad Dst. */
+struct sockaddr *socks5_getserv(struct sockaddr *Dst, size_t DstLen);
 
 /* Human-readable text for an S5_E* code (or for an errno value). */
 const char *socks5_strerror(int s5err);

@@ -1,0 +1,144 @@
+// The process-local table of leases (design.md §2, §4): which descriptors
+// are lease sockets handed out by s5brokerd, what each lease's relay and
+// source IP are now, and which relays datagrams may come from.
+//
+// A lease is keyed by its descriptor number and validated by the socket's
+// inode (st_dev/st_ino), so a number the application closed and reused is
+// never mistaken for the lease. Lease events (wire.hpp) are read from the
+// lease socket without blocking and applied in order; the table keeps the
+// latest state:
+//
+//   pending --Ready/Renewed--> active --Renewed (newer generation)--> active
+//   pending/active --Lost, EOF or a socket error--> lost (final)
+//
+// Entries are added by socks5udp_associate() and removed when a call finds
+// the descriptor closed or reused (and, lazily, by a sweep when the table
+// has doubled since the last one). A lost lease stays until then, so calls
+// keep reporting the loss. One mutex guards everything; nothing blocks
+// while holding it but MSG_DONTWAIT reads and fstat(). A forked child keeps
+// the table: it inherits the descriptors.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "wire.hpp"
+
+namespace s5::client {
+
+enum class LeaseState { Pending, Active, Lost };
+
+// A copy of one lease's state, safe to use after the lock is released.
+struct LeaseInfo {
+    int fd = -1;
+    LeaseState state = LeaseState::Pending;
+    uint32_t generation = 0;
+    s5::wire::Endpoint relay;       // current relay; unset while pending or once lost
+    s5::wire::Endpoint source;      // IP to send from (port unused); may be unset
+    bool source_refused = false;    // the kernel refused `source` as a local address
+    int err = 0;                    // lost: errno to report
+    int s5err = 0;                  // lost: socks5_errno to report
+    bool completed = false;         // socks5udp_associate() has returned 0 for it
+};
+
+struct EndpointHash {
+    size_t operator()(const s5::wire::Endpoint& e) const noexcept;
+};
+
+class LeaseTable {
+public:
+    // The table the C API uses. Never destroyed; a pthread_atfork handler
+    // holds its lock across fork() so a child never inherits it locked.
+    static LeaseTable& global();
+
+    LeaseTable() = default;
+    LeaseTable(const LeaseTable&) = delete;
+    LeaseTable& operator=(const LeaseTable&) = delete;
+
+    // Records descriptor `fd` as a lease whose socket is `lease_fd` (the same
+    // socket; it may be a different descriptor that is about to be dup3()ed
+    // onto `fd`). Replaces any entry for `fd`. Returns the lease's state, or
+    // nullopt if `lease_fd` cannot be fstat()ed.
+    //
+    // `relay` is the relay of the Associate reply: the lease is active and
+    // completed, and the one event the broker queued before replying (Ready,
+    // with the source IP) is read at once, so a poll() on the lease only
+    // wakes for what comes later. nullptr: the lease is pending and nothing
+    // is read, so the socket becomes readable when Ready or Lost arrives,
+    // however soon that is.
+    std::optional<LeaseInfo> add(int fd, int lease_fd, const s5::wire::Endpoint* relay);
+
+    void remove(int fd);
+
+    // The lease on `fd` with its pending events applied; nullopt if `fd` is
+    // not a lease of this process (any stale entry for it is dropped).
+    std::optional<LeaseInfo> lookup(int fd);
+
+    // socks5udp_associate() returned 0 for the lease on `fd`.
+    void mark_completed(int fd);
+
+    // The hot path of socks5udp_sendto(): the lease that has (or had) `relay`
+    // as its relay, with its pending events applied. Costs one lookup under
+    // the lock and one recv(MSG_PEEK | MSG_DONTWAIT) on the lease socket when
+    // nothing happened. nullopt when no lease of this process knows `relay`.
+    std::optional<LeaseInfo> route(const s5::wire::Endpoint& relay);
+
+    // A datagram from `source` for the lease on `fd` went out only without
+    // that source address (not local here): stop using it until the broker
+    // declares another.
+    void refuse_source(int fd, const s5::wire::Endpoint& source);
+
+    // Is `from` the current relay of an active lease of this process?
+    bool is_current_relay(const s5::wire::Endpoint& from) const;
+
+    size_t size() const;
+
+    // For pthread_atfork.
+    void lock() { m_.lock(); }
+    void unlock() { m_.unlock(); }
+
+private:
+    struct Lease {
+        dev_t dev = 0;
+        ino_t ino = 0;
+        LeaseInfo info;
+        // Relays this lease has had, oldest (the rendezvous first handed
+        // out) first; each is a key of by_relay_ unless a newer lease took it.
+        std::vector<s5::wire::Endpoint> relays;
+    };
+
+    // All *_locked members expect m_ held.
+    std::optional<LeaseInfo> refresh_locked(int fd);
+    bool same_socket_locked(int fd, const Lease& l) const;
+    // Reads and applies queued events, at most `max` of them.
+    void drain_locked(Lease& l, int read_fd, size_t max = SIZE_MAX);
+    void apply_locked(Lease& l, const s5::wire::LeaseEvent& ev);
+    void set_relay_locked(Lease& l, const s5::wire::Endpoint& relay);
+    void clear_current_locked(Lease& l);
+    void mark_lost_locked(Lease& l, int err, int s5err);
+    void remove_locked(int fd);
+    void sweep_locked();
+
+    mutable std::mutex m_;
+    std::unordered_map<int, Lease> leases_;
+    // Every relay a lease has had -> that lease's fd; the newest holder wins.
+    std::unordered_map<s5::wire::Endpoint, int, EndpointHash> by_relay_;
+    // Current relays of active leases -> how many leases use it.
+    std::unordered_map<s5::wire::Endpoint, int, EndpointHash> current_;
+    size_t sweep_at_ = kMinSweep;
+    static constexpr size_t kMinSweep = 64;
+    static constexpr size_t kMaxRelaysKept = 8;  // the rendezvous + the 7 latest
+};
+
+// Endpoint with the bytes past ip_len() zeroed, and IPv4-mapped IPv6
+// addresses (::ffff:a.b.c.d, as an AF_INET6 socket reports IPv4 peers)
+// turned into AF_INET, so equal addresses compare and hash equal.
+s5::wire::Endpoint normalized(const s5::wire::Endpoint& e);
+
+}  // namespace s5::client

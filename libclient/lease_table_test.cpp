@@ -1,0 +1,423 @@
+// The lease table without a broker: a socketpair stands in for the lease fd
+// and the test writes the broker's lease events on the other end.
+#include "lease_table.hpp"
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "s5broker/socks5.h"
+
+namespace {
+
+using s5::client::LeaseInfo;
+using s5::client::LeaseState;
+using s5::client::LeaseTable;
+using s5::wire::Endpoint;
+using s5::wire::LeaseEvent;
+using s5::wire::LeaseEventType;
+
+Endpoint ep(const char* ip, uint16_t port = 0) { return *Endpoint::parse_ip(ip, port); }
+
+// One lease socketpair: `app` is what the library holds, `broker` the end
+// the test writes events on.
+struct Pair {
+    int app = -1, broker = -1;
+    Pair() {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0) {
+            app = sv[0];
+            broker = sv[1];
+        }
+    }
+    ~Pair() {
+        close_app();
+        close_broker();
+    }
+    void close_app() {
+        if (app >= 0) ::close(app);
+        app = -1;
+    }
+    void close_broker() {
+        if (broker >= 0) ::close(broker);
+        broker = -1;
+    }
+    void send(const LeaseEvent& ev) const {
+        auto rec = s5::wire::encode_lease_event(ev);
+        ASSERT_EQ(::send(broker, rec.data(), rec.size(), 0), static_cast<ssize_t>(rec.size()));
+    }
+};
+
+LeaseEvent ready(uint32_t gen, const Endpoint& relay, const Endpoint& source) {
+    return {LeaseEventType::Ready, gen, relay, source, 0, 0};
+}
+LeaseEvent renewed(uint32_t gen, const Endpoint& relay, const Endpoint& source) {
+    return {LeaseEventType::Renewed, gen, relay, source, 0, 0};
+}
+LeaseEvent lost(int err, int s5err) { return {LeaseEventType::Lost, 0, {}, {}, err, s5err}; }
+
+const Endpoint kR1 = ep("192.0.2.1", 40001);
+const Endpoint kR2 = ep("192.0.2.2", 40002);
+const Endpoint kS1 = ep("198.51.100.1");
+const Endpoint kS2 = ep("198.51.100.2");
+
+TEST(LeaseTable, BlockingAddReadsTheQueuedReadyEvent) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    auto info = t.add(p.app, p.app, &kR1);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->state, LeaseState::Active);
+    EXPECT_EQ(info->generation, 1u);
+    EXPECT_EQ(info->relay, kR1);
+    EXPECT_EQ(info->source, kS1);
+    EXPECT_TRUE(info->completed);
+    EXPECT_TRUE(t.is_current_relay(kR1));
+    // Consumed: the lease socket is no longer readable.
+    char b;
+    EXPECT_EQ(::recv(p.app, &b, 1, MSG_DONTWAIT), -1);
+    EXPECT_EQ(errno, EAGAIN);
+}
+
+TEST(LeaseTable, AddWithoutReadyEventKeepsTheReplyRelay) {
+    LeaseTable t;
+    Pair p;
+    auto info = t.add(p.app, p.app, &kR1);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->state, LeaseState::Active);
+    EXPECT_EQ(info->relay, kR1);
+    EXPECT_EQ(info->source.family, 0);  // unknown: the library will not bind
+    auto r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->relay, kR1);
+}
+
+TEST(LeaseTable, BlockingAddReadsOnlyTheReadyEvent) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    p.send(renewed(2, kR2, kS2));  // came right after: left for poll() to see
+    auto info = t.add(p.app, p.app, &kR1);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->generation, 1u);
+    pollfd pfd{p.app, POLLIN, 0};
+    EXPECT_EQ(::poll(&pfd, 1, 0), 1);
+    EXPECT_EQ(t.route(kR1)->relay, kR2);
+}
+
+TEST(LeaseTable, PendingAddReadsNothing) {
+    LeaseTable t;
+    Pair p;
+    p.send(lost(ECONNREFUSED, 0));  // however soon it comes
+    auto info = t.add(p.app, p.app, nullptr);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->state, LeaseState::Pending);
+    pollfd pfd{p.app, POLLIN, 0};
+    EXPECT_EQ(::poll(&pfd, 1, 0), 1);  // the application is told by poll()
+    EXPECT_EQ(t.lookup(p.app)->state, LeaseState::Lost);
+}
+
+TEST(LeaseTable, PendingBecomesActiveOnReady) {
+    LeaseTable t;
+    Pair p;
+    auto info = t.add(p.app, p.app, nullptr);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->state, LeaseState::Pending);
+    EXPECT_FALSE(info->completed);
+    EXPECT_EQ(t.lookup(p.app)->state, LeaseState::Pending);
+    EXPECT_FALSE(t.route(kR1));
+    p.send(ready(1, kR1, kS1));
+    info = t.lookup(p.app);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->state, LeaseState::Active);
+    EXPECT_EQ(info->relay, kR1);
+    EXPECT_EQ(info->source, kS1);
+    EXPECT_FALSE(info->completed);
+    t.mark_completed(p.app);
+    EXPECT_TRUE(t.lookup(p.app)->completed);
+    EXPECT_TRUE(t.route(kR1));
+}
+
+TEST(LeaseTable, RenewedMovesTheRelayAndTheOldRendezvousFollows) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    p.send(renewed(2, kR2, kS2));
+    auto r = t.route(kR1);  // the rendezvous the application holds
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->state, LeaseState::Active);
+    EXPECT_EQ(r->generation, 2u);
+    EXPECT_EQ(r->relay, kR2);
+    EXPECT_EQ(r->source, kS2);
+    EXPECT_FALSE(t.is_current_relay(kR1));
+    EXPECT_TRUE(t.is_current_relay(kR2));
+    // The new relay (as socks5udp_current() reports it) names the lease too.
+    auto r2 = t.route(kR2);
+    ASSERT_TRUE(r2);
+    EXPECT_EQ(r2->fd, p.app);
+}
+
+TEST(LeaseTable, AllQueuedEventsAreReadTheLatestWins) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    for (uint16_t g = 2; g <= 6; ++g) p.send(renewed(g, ep("192.0.2.9", static_cast<uint16_t>(50000 + g)), kS2));
+    auto r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->generation, 6u);
+    EXPECT_EQ(r->relay, ep("192.0.2.9", 50006));
+    for (uint16_t g = 2; g <= 5; ++g) EXPECT_FALSE(t.is_current_relay(ep("192.0.2.9", static_cast<uint16_t>(50000 + g))));
+    EXPECT_TRUE(t.is_current_relay(ep("192.0.2.9", 50006)));
+}
+
+TEST(LeaseTable, OlderOrRepeatedGenerationChangesNothing) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    p.send(renewed(3, kR2, kS2));
+    p.send(renewed(2, ep("192.0.2.3", 3), kS1));
+    p.send(renewed(3, ep("192.0.2.4", 4), kS1));
+    auto r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->generation, 3u);
+    EXPECT_EQ(r->relay, kR2);
+}
+
+TEST(LeaseTable, MalformedRecordsAreSkipped) {
+    LeaseTable t;
+    Pair p;
+    ASSERT_TRUE(t.add(p.app, p.app, nullptr));
+    char junk[64] = "not a lease event";
+    ASSERT_EQ(::send(p.broker, junk, sizeof junk, 0), 64);
+    ASSERT_EQ(::send(p.broker, junk, 10, 0), 10);
+    p.send(ready(1, kR1, kS1));
+    auto info = t.lookup(p.app);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->state, LeaseState::Active);
+    EXPECT_EQ(info->relay, kR1);
+}
+
+TEST(LeaseTable, LostCarriesTheBrokersErrorAndIsFinal) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    p.send(lost(ENOTCONN, S5_ELOST));
+    p.send(renewed(2, kR2, kS2));  // too late: lost is final
+    auto r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->state, LeaseState::Lost);
+    EXPECT_EQ(r->err, ENOTCONN);
+    EXPECT_EQ(r->s5err, S5_ELOST);
+    EXPECT_FALSE(t.is_current_relay(kR1));
+    EXPECT_FALSE(t.is_current_relay(kR2));
+    // Still reported on every call while the application keeps the socket.
+    EXPECT_EQ(t.route(kR1)->state, LeaseState::Lost);
+    EXPECT_EQ(t.size(), 1u);
+}
+
+TEST(LeaseTable, PendingThatFailsReportsWhy) {
+    LeaseTable t;
+    Pair p;
+    ASSERT_TRUE(t.add(p.app, p.app, nullptr));
+    p.send(lost(ECONNREFUSED, S5_ESRVFAIL));
+    auto info = t.lookup(p.app);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->state, LeaseState::Lost);
+    EXPECT_EQ(info->err, ECONNREFUSED);
+    EXPECT_EQ(info->s5err, S5_ESRVFAIL);
+}
+
+TEST(LeaseTable, LostWithoutReasonIsENOTCONN) {
+    LeaseTable t;
+    Pair p;
+    ASSERT_TRUE(t.add(p.app, p.app, nullptr));
+    p.send(lost(0, 0));
+    auto info = t.lookup(p.app);
+    EXPECT_EQ(info->err, ENOTCONN);
+    EXPECT_EQ(info->s5err, S5_ELOST);
+}
+
+TEST(LeaseTable, EofIsLost) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    p.close_broker();  // broker restarted, or released the lease
+    auto r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->state, LeaseState::Lost);
+    EXPECT_EQ(r->err, ENOTCONN);
+    EXPECT_EQ(r->s5err, S5_ELOST);
+    EXPECT_FALSE(t.is_current_relay(kR1));
+}
+
+TEST(LeaseTable, EofAfterQueuedEventsAppliesThemFirst) {
+    LeaseTable t;
+    Pair p;
+    ASSERT_TRUE(t.add(p.app, p.app, nullptr));
+    p.send(ready(1, kR1, kS1));
+    p.send(lost(ETIMEDOUT, 0));
+    p.close_broker();
+    auto info = t.lookup(p.app);
+    EXPECT_EQ(info->state, LeaseState::Lost);
+    EXPECT_EQ(info->err, ETIMEDOUT);  // the event's reason, not EOF's
+    EXPECT_EQ(info->s5err, 0);
+}
+
+TEST(LeaseTable, ClosedDescriptorIsForgotten) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    const int fd = p.app;
+    p.close_app();
+    EXPECT_FALSE(t.route(kR1));
+    EXPECT_FALSE(t.lookup(fd));
+    EXPECT_EQ(t.size(), 0u);
+    EXPECT_FALSE(t.is_current_relay(kR1));
+}
+
+TEST(LeaseTable, ReusedDescriptorNumberIsNotTheLease) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    // The application closes the lease; the number goes to a UDP socket that
+    // has a datagram queued.
+    int u = ::socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(u, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    socklen_t alen = sizeof a;
+    ASSERT_EQ(::getsockname(u, reinterpret_cast<sockaddr*>(&a), &alen), 0);
+    ASSERT_EQ(::sendto(u, "data", 4, 0, reinterpret_cast<sockaddr*>(&a), sizeof a), 4);
+    ASSERT_EQ(::dup2(u, p.app), p.app);
+    ::close(u);
+    EXPECT_FALSE(t.route(kR1));
+    EXPECT_EQ(t.size(), 0u);
+    // ...and its datagram was not consumed by the table.
+    char buf[8];
+    EXPECT_EQ(::recv(p.app, buf, sizeof buf, MSG_DONTWAIT), 4);
+}
+
+TEST(LeaseTable, ReusedNumberWithAnotherLeaseSocketIsNotTheOldLease) {
+    LeaseTable t;
+    Pair p, q;
+    ASSERT_TRUE(t.add(p.app, p.app, nullptr));
+    ASSERT_EQ(::dup2(q.app, p.app), p.app);  // same number, another socket
+    EXPECT_FALSE(t.lookup(p.app));
+}
+
+TEST(LeaseTable, AddReplacesAnEntryForTheSameNumber) {
+    LeaseTable t;
+    Pair p, q;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    q.send(ready(1, kR2, kS2));
+    ASSERT_TRUE(t.add(p.app, q.app, &kR2));  // before dup3(q.app, p.app)
+    EXPECT_EQ(t.size(), 1u);
+    EXPECT_FALSE(t.is_current_relay(kR1));
+    EXPECT_TRUE(t.is_current_relay(kR2));
+    ASSERT_EQ(::dup2(q.app, p.app), p.app);
+    EXPECT_FALSE(t.route(kR1));
+    auto r = t.route(kR2);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->fd, p.app);
+    EXPECT_EQ(r->source, kS2);
+}
+
+TEST(LeaseTable, SameRelayForTwoLeasesNewestWins) {
+    LeaseTable t;
+    Pair p, q;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    q.send(ready(1, kR1, kS2));
+    ASSERT_TRUE(t.add(q.app, q.app, &kR1));
+    EXPECT_EQ(t.route(kR1)->fd, q.app);
+    t.remove(q.app);
+    EXPECT_FALSE(t.route(kR1));  // p's index entry was taken over by q
+    EXPECT_TRUE(t.is_current_relay(kR1));  // but p still uses that relay
+    t.remove(p.app);
+    EXPECT_FALSE(t.is_current_relay(kR1));
+}
+
+TEST(LeaseTable, IPv4MappedSourcesMatchIPv4Relays) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    EXPECT_TRUE(t.is_current_relay(ep("::ffff:192.0.2.1", 40001)));
+    EXPECT_FALSE(t.is_current_relay(ep("::ffff:192.0.2.1", 40002)));
+    EXPECT_TRUE(t.route(ep("::ffff:192.0.2.1", 40001)));
+}
+
+TEST(LeaseTable, IPv6Relay) {
+    LeaseTable t;
+    Pair p;
+    const Endpoint r6 = ep("2001:db8::1", 1080), s6 = ep("2001:db8::2");
+    p.send(ready(1, r6, s6));
+    ASSERT_TRUE(t.add(p.app, p.app, &r6));
+    auto r = t.route(r6);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->source, s6);
+    EXPECT_TRUE(t.is_current_relay(r6));
+    EXPECT_FALSE(t.is_current_relay(ep("2001:db8::1", 1081)));
+}
+
+TEST(LeaseTable, ManyRenewalsKeepTheFirstRendezvous) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    for (uint16_t g = 2; g <= 40; ++g) {
+        p.send(renewed(g, ep("192.0.2.9", static_cast<uint16_t>(50000 + g)), kS1));
+        ASSERT_TRUE(t.route(kR1));  // read one at a time
+    }
+    auto r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->relay, ep("192.0.2.9", 50040));
+    EXPECT_TRUE(t.route(ep("192.0.2.9", 50039)));
+    EXPECT_FALSE(t.route(ep("192.0.2.9", 50002)));  // old renewals are forgotten
+}
+
+TEST(LeaseTable, ClosedLeasesAreSweptAsTheTableGrows) {
+    LeaseTable t;
+    Pair fresh;  // a number none of the others will have
+    {
+        std::vector<Pair> pairs(64);  // the first sweep is due at 64 entries
+        for (auto& p : pairs) ASSERT_TRUE(t.add(p.app, p.app, nullptr));
+        EXPECT_EQ(t.size(), 64u);
+    }  // all closed, unknown to the table
+    ASSERT_TRUE(t.add(fresh.app, fresh.app, nullptr));
+    EXPECT_EQ(t.size(), 1u);
+}
+
+TEST(LeaseTable, ForkedChildKeepsTheTable) {
+    LeaseTable& t = LeaseTable::global();
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        auto r = t.route(kR1);
+        _exit(r && r->source == kS1 && r->fd == p.app ? 0 : 1);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    t.remove(p.app);
+}
+
+}  // namespace
