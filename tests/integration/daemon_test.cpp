@@ -346,6 +346,43 @@ TEST_F(DaemonOnBus, ReloadKeepsLeasesOfUnchangedServersAndMovesTheOthers) {
     EXPECT_EQ(lease->getProperty("State").onInterface(li).get<std::string>(), "active");
 }
 
+// The real bus policy (dbus/org.s5broker.Broker1.conf): the bus itself
+// refuses an unprivileged caller's Associate, lets root through, and lets
+// anyone read properties.
+TEST(Policy, BusRefusesUnprivilegedAssociateAndAllowsRoot) {
+    TempDir dir;
+    PrivateBus bus(dir, "dbus-system-policy.conf");
+    Danted danted(dir);
+    Broker broker(dir, bus, R"({"servers": [)" + server_json("d", "127.0.0.1", danted.port()) +
+                                R"(], "allowed_groups": ["nogroup"]})");
+    ASSERT_TRUE(broker.start()) << broker.log();
+    // nobody is in nogroup, so only the bus policy can be what stops it.
+    std::string refused = associate_as(bus, 65534, 65534, danted.port());
+    EXPECT_EQ(refused, "org.freedesktop.DBus.Error.AccessDenied");
+    EXPECT_EQ(associate_as(bus, 0, 0, danted.port()), "");
+    EXPECT_NE(broker.log().find("lease 1: granted to uid 0"), std::string::npos) << broker.log();
+    EXPECT_EQ(broker.log().find("uid 65534"), std::string::npos) << "the daemon saw the refused call";
+    // Reading properties is open to everyone.
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        int ok = 1;
+        if (setgroups(0, nullptr) == 0 && setgid(65534) == 0 && setuid(65534) == 0) {
+            try {
+                auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+                auto proxy = sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1");
+                proxy->getProperty("LeaseCount").onInterface(kManager).get<uint32_t>();
+                ok = 0;
+            } catch (const sdbus::Error&) {
+            }
+        }
+        _exit(ok);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(child, &st, 0), child);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "nobody could not read LeaseCount";
+}
+
 TEST_F(DaemonOnBus, SigtermExitsCleanly) {
     auto st = broker->stop(SIGTERM);
     ASSERT_TRUE(st);

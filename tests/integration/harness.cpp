@@ -221,11 +221,11 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
 
 // ---- dbus-daemon -----------------------------------------------------------
 
-PrivateBus::PrivateBus(const TempDir& dir) {
+PrivateBus::PrivateBus(const TempDir& dir, const std::string& config) {
     std::string sock = dir.file("bus");
     address_ = "unix:path=" + sock;
     proc_ = std::make_unique<Process>(Process::Options{
-        {"/usr/bin/dbus-daemon", "--config-file=" TEST_SOURCE_DIR "/dbus-system.conf", "--address=" + address_,
+        {"/usr/bin/dbus-daemon", std::string("--config-file=") + TEST_SOURCE_DIR + "/" + config, "--address=" + address_,
          "--nofork"},
         {},
         dir.file("dbus-daemon.log"),

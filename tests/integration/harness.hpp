@@ -74,7 +74,9 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
 // DBUS_SYSTEM_BUS_ADDRESS to this process, so libs5client uses it.
 class PrivateBus {
 public:
-    explicit PrivateBus(const TempDir& dir);
+    // `config`: a file in tests/ (dbus-system.conf allows everything;
+    // dbus-system-policy.conf applies dbus/org.s5broker.Broker1.conf).
+    explicit PrivateBus(const TempDir& dir, const std::string& config = "dbus-system.conf");
     const std::string& address() const { return address_; }
 
 private:
