@@ -15,6 +15,7 @@
 #include "config.hpp"
 #include "event_loop.hpp"
 #include "log.hpp"
+#include "log_control.hpp"
 #include "manager.hpp"
 #include "s5broker_version.h"
 
@@ -103,6 +104,7 @@ int run(const Options& opts) {
     }
     s5d::Manager manager(loop, std::move(*loaded.value));
     s5d::Bus bus(*conn, manager);
+    s5d::LogControl log_control(*conn);
     try {
         // Objects are registered first so that the name's appearance means
         // the service is complete.

@@ -15,6 +15,13 @@ using s5::err::Code;
 
 namespace {
 unsigned long long ull(uint64_t v) { return static_cast<unsigned long long>(v); }
+
+// Journal fields of a lease event.
+log::Fields fields(const Lease& l) {
+    return {{"S5_LEASE", std::to_string(l.id())},
+            {"S5_UID", std::to_string(l.uid())},
+            {"S5_SERVER", l.server_name()}};
+}
 }  // namespace
 
 Manager::Manager(EventLoop& loop, s5::config::Config config) : loop_(loop), config_(std::move(config)) {
@@ -189,11 +196,11 @@ Lease& Manager::create_lease(const AssociateRequest& req, std::unique_ptr<Associ
     leases_.emplace(lease_id, std::move(lease));
     count("leases_granted");
     if (l.state() == LeaseState::Active)
-        log::info("lease %llu: granted to uid %u (%s) on server %s, relay %s, source %s", ull(lease_id),
+        log::info(fields(l), "lease %llu: granted to uid %u (%s) on server %s, relay %s, source %s", ull(lease_id),
                   static_cast<unsigned>(l.uid()), l.owner().c_str(), l.server_name().c_str(),
                   l.relay().to_string().c_str(), l.source().to_string().c_str());
     else
-        log::info("lease %llu: pending for uid %u (%s)", ull(lease_id), static_cast<unsigned>(l.uid()),
+        log::info(fields(l), "lease %llu: pending for uid %u (%s)", ull(lease_id), static_cast<unsigned>(l.uid()),
                   l.owner().c_str());
     if (observer_) observer_->lease_added(l);
     return l;
@@ -298,11 +305,11 @@ void Manager::deliver(std::list<Waiter>::iterator w, std::unique_ptr<Association
             if (renewal) {
                 count("renewals");
                 if (old_server != l.server_name()) count("failovers");
-                log::notice("lease %llu: renewed on server %s (generation %u), relay %s", ull(l.id()),
+                log::notice(fields(l), "lease %llu: renewed on server %s (generation %u), relay %s", ull(l.id()),
                             l.server_name().c_str(), l.generation(), l.relay().to_string().c_str());
                 if (observer_) observer_->lease_renewed(l);
             } else {
-                log::info("lease %llu: ready on server %s, relay %s", ull(l.id()), l.server_name().c_str(),
+                log::info(fields(l), "lease %llu: ready on server %s, relay %s", ull(l.id()), l.server_name().c_str(),
                           l.relay().to_string().c_str());
                 if (observer_) observer_->lease_changed(l);
             }
@@ -366,7 +373,7 @@ void Manager::dispose(std::unique_ptr<Association> a) {
 
 void Manager::lose(Lease& l, Code code, const std::string& why) {
     const auto& e = s5::err::info(code);
-    log::warning("lease %llu: lost: %s", ull(l.id()), why.c_str());
+    log::warning(fields(l), "lease %llu: lost: %s", ull(l.id()), why.c_str());
     count("leases_lost");
     dispose(l.mark_lost(e.err, e.s5err, why));
     if (observer_) observer_->lease_lost(l, why);
@@ -376,7 +383,7 @@ void Manager::on_lease_association_closed(uint64_t lease_id, int err, const std:
     auto it = leases_.find(lease_id);
     if (it == leases_.end()) return;
     Lease& l = *it->second;
-    log::warning("lease %llu: association on %s ended (%s); renewing", ull(lease_id), l.server_name().c_str(),
+    log::warning(fields(l), "lease %llu: association on %s ended (%s); renewing", ull(lease_id), l.server_name().c_str(),
                  why.c_str());
     // Keepalive gave up: the server's other idle associations are as dead
     // as this one, even if nobody has noticed yet.
@@ -428,7 +435,7 @@ void Manager::remove_lease(uint64_t id, const char* why) {
         }
     }
     count("leases_released");
-    log::info("lease %llu: released (%s)", ull(id), why);
+    log::info(fields(*l), "lease %llu: released (%s)", ull(id), why);
     if (observer_) observer_->lease_removed(*l);
     dispose(l->take_association());
     l.reset();

@@ -98,20 +98,20 @@ std::string describe(const sdbus::Error& e) {
     return msg + " (" + e.getName() + ")";
 }
 
+// main() exports --bus-address as DBUS_SYSTEM_BUS_ADDRESS, the variable
+// sd-bus and libs5client read for the system bus: one address for both.
+std::string bus_where() {
+    const char* env = std::getenv("DBUS_SYSTEM_BUS_ADDRESS");
+    return env && *env ? env : "the system bus";
+}
+
 class Bus {
 public:
-    explicit Bus(const std::optional<std::string>& address) {
-        const char* env = std::getenv("DBUS_SYSTEM_BUS_ADDRESS");
-        if (address)
-            where_ = *address;
-        else if (env && *env)
-            where_ = env;
-        else
-            where_ = "the system bus";
+    Bus() : where_(bus_where()) {
         try {
-            // sd-bus itself reads DBUS_SYSTEM_BUS_ADDRESS for the system bus.
-            conn_ =
-                address ? sdbus::createSessionBusConnectionWithAddress(*address) : sdbus::createSystemBusConnection();
+            // Not createSessionBusConnectionWithAddress(): in sdbus-c++ 1.2.0
+            // it leaks the sd_bus when the address cannot be reached.
+            conn_ = sdbus::createSystemBusConnection();
             conn_->setMethodCallTimeout(kCallTimeout);
         } catch (const sdbus::Error& e) {
             throw unreachable(e.getMessage().empty() ? e.getName() : e.getMessage());
@@ -213,7 +213,7 @@ void print_json(const json& j) { print(j.dump(2, ' ', false, json::error_handler
 // ---- Commands --------------------------------------------------------------
 
 int cmd_status(const Args& a) {
-    Bus bus(a.bus_address);
+    Bus bus;
     ManagerProxy m(bus.conn());
     json st;
     st["version"] = bus.call("reading Version", [&] { return m.Version(); });
@@ -227,7 +227,7 @@ int cmd_status(const Args& a) {
 }
 
 int cmd_servers(const Args& a) {
-    Bus bus(a.bus_address);
+    Bus bus;
     ManagerProxy m(bus.conn());
     json servers = read_servers(bus, m);
     a.json ? print_json(servers) : print(render_servers(servers));
@@ -235,7 +235,7 @@ int cmd_servers(const Args& a) {
 }
 
 int cmd_leases(const Args& a) {
-    Bus bus(a.bus_address);
+    Bus bus;
     ManagerProxy m(bus.conn());
     json leases = read_leases(bus, m);
     a.json ? print_json(leases) : print(render_leases(leases));
@@ -243,7 +243,7 @@ int cmd_leases(const Args& a) {
 }
 
 int cmd_route(const Args& a) {
-    Bus bus(a.bus_address);
+    Bus bus;
     ManagerProxy m(bus.conn());
     const std::string dst = format_ip(a.destination);
     auto [name, address, port] =
@@ -258,7 +258,7 @@ int cmd_route(const Args& a) {
 }
 
 int cmd_reload(const Args& a) {
-    Bus bus(a.bus_address);
+    Bus bus;
     ManagerProxy m(bus.conn());
     bus.call("Reload", [&] { m.Reload(); });
     a.json ? print_json(json{{"reloaded", true}}) : print("Configuration reloaded.\n");
@@ -284,9 +284,9 @@ std::string library_error(int err, int s5err) {
 
 // Which lease of the broker is ours: our uid and the rendezvous we got.
 // Best effort (only for display): nothing when it cannot be told.
-void find_own_lease(const Args& a, const s5::wire::Endpoint& rendezvous, json& out) {
+void find_own_lease(const s5::wire::Endpoint& rendezvous, json& out) {
     try {
-        Bus bus(a.bus_address);
+        Bus bus;
         ManagerProxy m(bus.conn());
         const json want = endpoint_json(rendezvous);
         for (const auto& path : m.Leases()) {
@@ -302,13 +302,7 @@ void find_own_lease(const Args& a, const s5::wire::Endpoint& rendezvous, json& o
 }
 
 int cmd_associate(const Args& a) {
-    // libs5client finds the bus through this variable.
-    if (a.bus_address) setenv("DBUS_SYSTEM_BUS_ADDRESS", a.bus_address->c_str(), 1);
-    std::string where = a.bus_address ? *a.bus_address : "";
-    if (where.empty()) {
-        const char* env = std::getenv("DBUS_SYSTEM_BUS_ADDRESS");
-        where = env && *env ? env : "the system bus";
-    }
+    const std::string where = bus_where();
     json dst_json = endpoint_json(a.destination);
     const std::string dst_text = format_endpoint(dst_json);
 
@@ -336,7 +330,7 @@ int cmd_associate(const Args& a) {
     r["rendezvous"] = endpoint_json(*rendezvous);
     r["lease"] = nullptr;
     r["lease_server"] = nullptr;
-    find_own_lease(a, *rendezvous, r);
+    find_own_lease(*rendezvous, r);
 
     if (a.echo) {
         Fd u(::socket(rendezvous->family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
@@ -490,7 +484,7 @@ int cmd_monitor(const Args& a) {
     Fd sfd(signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK));
     if (sfd.fd < 0) throw Failure(std::string("signalfd: ") + std::strerror(errno));
 
-    Bus bus(a.bus_address);
+    Bus bus;
     std::string failure;
     auto on_signal = [&](sdbus::Message& msg) {
         try {
@@ -591,6 +585,11 @@ int main(int argc, char** argv) {
     if (a.version) {
         print(std::string(kProgram) + " " + S5BROKER_VERSION + "\n");
         return 0;
+    }
+    // libs5client reads only this variable; our own connection too.
+    if (a.bus_address && setenv("DBUS_SYSTEM_BUS_ADDRESS", a.bus_address->c_str(), 1) != 0) {
+        fail_line(std::string("setenv: ") + std::strerror(errno));
+        return 1;
     }
     try {
         return run(a);

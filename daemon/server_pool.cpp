@@ -50,7 +50,7 @@ const char* ServerPool::state_name() const {
 void ServerPool::set_health(ServerHealth h) {
     if (h == health_) return;
     health_ = h;
-    log::notice("server %s: %s%s%s", server_.name.c_str(), state_name(), h == ServerHealth::Down ? ": " : "",
+    log::notice({{"S5_SERVER", server_.name}}, "server %s: %s%s%s", server_.name.c_str(), state_name(), h == ServerHealth::Down ? ": " : "",
                 h == ServerHealth::Down ? last_error_.c_str() : "");
 }
 
@@ -137,7 +137,8 @@ void ServerPool::on_failed(Association& a, s5::err::Code code, const std::string
     ++stats_["associations_failed"];
     last_error_ = text;
     last_error_code_ = code;
-    log::warning("server %s: association failed: %s", server_.name.c_str(), text.c_str());
+    log::warning({{"S5_SERVER", server_.name}}, "server %s: association failed: %s", server_.name.c_str(),
+                 text.c_str());
     set_health(ServerHealth::Down);
     // Next attempt after the backoff delay; a down server costs no loop.
     auto delay = backoff_.next(rng_);

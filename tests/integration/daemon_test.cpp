@@ -383,6 +383,24 @@ TEST(Policy, BusRefusesUnprivilegedAssociateAndAllowsRoot) {
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "nobody could not read LeaseCount";
 }
 
+TEST_F(DaemonOnBus, LogControlChangesTheLevelAtRunTime) {
+    auto lc = client->object("/org/freedesktop/LogControl1");
+    const char* iface = "org.freedesktop.LogControl1";
+    EXPECT_EQ(lc->getProperty("LogLevel").onInterface(iface).get<std::string>(), "debug");  // --debug
+    EXPECT_EQ(lc->getProperty("SyslogIdentifier").onInterface(iface).get<std::string>(), "s5brokerd");
+    lc->setProperty("LogLevel").onInterface(iface).toValue(std::string("warning"));
+    EXPECT_EQ(lc->getProperty("LogLevel").onInterface(iface).get<std::string>(), "warning");
+    try {
+        lc->setProperty("LogLevel").onInterface(iface).toValue(std::string("chatty"));
+        ADD_FAILURE() << "an unknown level was accepted";
+    } catch (const sdbus::Error& e) {
+        EXPECT_EQ(e.getName(), "org.freedesktop.DBus.Error.InvalidArgs");
+    }
+    // At "warning", a granted lease is not logged any more.
+    EXPECT_EQ(associate_as(bus, 0, 0, danted.port()), "");
+    EXPECT_EQ(broker->log().find("granted"), std::string::npos) << broker->log();
+}
+
 TEST_F(DaemonOnBus, SigtermExitsCleanly) {
     auto st = broker->stop(SIGTERM);
     ASSERT_TRUE(st);

@@ -1,0 +1,23 @@
+// org.freedesktop.LogControl1 at /org/freedesktop/LogControl1: the log
+// level and target, readable by all, writable by root (bus policy denies
+// Properties.Set to others; the setter checks again).
+#pragma once
+
+#include <memory>
+
+namespace sdbus { class IConnection; }
+
+namespace s5d {
+
+class LogControlObject;
+
+class LogControl {
+public:
+    explicit LogControl(sdbus::IConnection& conn);
+    ~LogControl();
+
+private:
+    std::unique_ptr<LogControlObject> obj_;
+};
+
+}  // namespace s5d
