@@ -291,6 +291,7 @@ private:
     }
     sdbus::Struct<std::vector<uint8_t>, uint16_t> Relay() override { return relay_struct(lease_.relay()); }
     uint32_t Generation() override { return lease_.generation(); }
+    uint64_t Created() override { return lease_.created_realtime_usec(); }
     std::string State() override { return to_string(lease_.state()); }
 
     const Lease& lease_;  // the object dies before the lease (lease_removed)

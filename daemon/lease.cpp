@@ -32,6 +32,9 @@ Lease::Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, s5::wir
       owner_(std::move(owner)),
       dst_(dst),
       created_(loop.now()),
+      created_realtime_usec_(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                       std::chrono::system_clock::now().time_since_epoch())
+                                                       .count())),
       on_eof_(std::move(on_eof)) {
     int sv[2];
     // SEQPACKET keeps each lease event one message. The broker's end is

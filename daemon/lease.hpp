@@ -49,6 +49,7 @@ public:
     const s5::wire::Endpoint& source() const { return source_; }
     Association* association() const { return assoc_.get(); }
     Clock::time_point created() const { return created_; }
+    uint64_t created_realtime_usec() const { return created_realtime_usec_; }
     const std::string& last_error() const { return last_error_; }
 
     // The application's end, to send in the Associate reply. Call once: the
@@ -81,6 +82,7 @@ private:
     LeaseState state_ = LeaseState::Pending;
     s5::wire::Endpoint relay_, source_;
     Clock::time_point created_;
+    uint64_t created_realtime_usec_ = 0;
     std::string last_error_;
     UniqueFd broker_end_, client_end_;
     IoWatch watch_;

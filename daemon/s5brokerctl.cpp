@@ -181,7 +181,14 @@ std::optional<json> read_lease(Bus& bus, const std::string& path) {
         l["relay"] = endpoint_json(relay.get<0>(), relay.get<1>());
         l["state"] = p.State();
         l["generation"] = p.Generation();
-        l["age_s"] = nullptr;  // the broker publishes no creation time yet
+        {
+            // Whole seconds since the broker granted it (wall clock).
+            auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+            int64_t created = static_cast<int64_t>(p.Created());
+            l["age_s"] = created > 0 && now_us >= created ? (now_us - created) / 1000000 : 0;
+        }
         return l;
     } catch (const sdbus::Error& e) {
         if (is_gone(e.getName())) return std::nullopt;
