@@ -297,6 +297,75 @@ TEST_F(DaemonOnBus, OnlyRootAndAllowedGroupsMayAssociate) {
     client->manager()->callMethod("Reload").onInterface(kManager);
     EXPECT_EQ(associate_as(bus, 65534, 65534, danted.port()), "");
     EXPECT_TRUE(eventually([&] { return client->lease_count() == 0; }));
+    // nobody may not release root's lease; root may release anyone's.
+    sdbus::ObjectPath path;
+    sdbus::UnixFd fd;
+    std::vector<uint8_t> relay;
+    uint16_t rport = 0;
+    client->manager()
+        ->callMethod("Associate")
+        .onInterface(kManager)
+        .withArguments(kLoopback, uint16_t{7}, kLoopback, danted.port(), std::map<std::string, sdbus::Variant>{})
+        .storeResultsTo(path, fd, relay, rport);
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        int rc = 2;
+        if (setgroups(0, nullptr) == 0 && setgid(65534) == 0 && setuid(65534) == 0) {
+            try {
+                auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+                sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1")
+                    ->callMethod("Release")
+                    .onInterface(kManager)
+                    .withArguments(path);
+                rc = 1;
+            } catch (const sdbus::Error& e) {
+                rc = e.getName() == "org.freedesktop.DBus.Error.AccessDenied" ? 0 : 3;
+            }
+        }
+        _exit(rc);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(child, &st, 0), child);
+    EXPECT_EQ(WEXITSTATUS(st), 0) << "nobody's Release of root's lease was not refused with AccessDenied";
+    EXPECT_EQ(client->lease_count(), 1u);
+}
+
+TEST_F(DaemonOnBus, LeaseLimitsGiveQuotaExceeded) {
+    write_file(broker->config_path(), R"({"servers": [)" + server_json("d", "127.0.0.1", danted.port()) +
+                                          R"(], "limits": {"leases_per_uid": 2, "leases_total": 3}})");
+    client->manager()->callMethod("Reload").onInterface(kManager);
+    std::vector<sdbus::UnixFd> held;
+    auto associate = [&]() -> std::string {
+        try {
+            sdbus::ObjectPath path;
+            sdbus::UnixFd fd;
+            std::vector<uint8_t> relay;
+            uint16_t rport = 0;
+            client->manager()
+                ->callMethod("Associate")
+                .onInterface(kManager)
+                .withArguments(kLoopback, uint16_t{7}, kLoopback, danted.port(),
+                               std::map<std::string, sdbus::Variant>{})
+                .storeResultsTo(path, fd, relay, rport);
+            held.push_back(fd);
+            return "";
+        } catch (const sdbus::Error& e) {
+            return e.getName();
+        }
+    };
+    EXPECT_EQ(associate(), "");
+    EXPECT_EQ(associate(), "");
+    EXPECT_EQ(associate(), "org.s5broker.Broker1.Error.QuotaExceeded");
+    // The total limit counts every uid: nobody gets the third and last.
+    write_file(broker->config_path(), R"({"servers": [)" + server_json("d", "127.0.0.1", danted.port()) +
+                                          R"(], "limits": {"leases_per_uid": 2, "leases_total": 3},
+                                             "allowed_groups": ["nogroup"]})");
+    client->manager()->callMethod("Reload").onInterface(kManager);
+    EXPECT_EQ(associate_as(bus, 65534, 65534, danted.port()), "");
+    held.clear();
+    EXPECT_TRUE(eventually([&] { return client->lease_count() == 0; }));
+    EXPECT_EQ(associate(), "");
 }
 
 TEST_F(DaemonOnBus, ReloadKeepsLeasesOfUnchangedServersAndMovesTheOthers) {

@@ -24,6 +24,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <gtest/gtest.h>
+
 #include "wire.hpp"
 
 namespace s5test {
@@ -398,7 +400,16 @@ Broker::Broker(const TempDir& dir, const PrivateBus& bus, const std::string& con
 }
 
 Broker::~Broker() {
-    if (proc_) proc_->stop(SIGKILL, 5s);
+    if (!proc_ || !proc_->running()) return;
+    // A clean SIGTERM shutdown, so that a sanitizer build reports leaks and
+    // errors at exit; any such report (or a crash) fails the test.
+    auto st = proc_->stop(SIGTERM, 10s);
+    if (!st) {
+        proc_->stop(SIGKILL, 5s);
+        ADD_FAILURE() << "s5brokerd did not exit within 10 s of SIGTERM\n" << log();
+    } else if (!WIFEXITED(*st) || WEXITSTATUS(*st) != 0) {
+        ADD_FAILURE() << "s5brokerd exited with status " << *st << " after SIGTERM\n" << log();
+    }
 }
 
 bool Broker::start(std::chrono::milliseconds timeout) {
