@@ -75,21 +75,6 @@ protected:
     }
 };
 
-sockaddr_storage addr(const std::string& ip, uint16_t port, size_t* len = nullptr) {
-    sockaddr_storage ss{};
-    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    if (inet_pton(AF_INET, ip.c_str(), &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port);
-        if (len) *len = sizeof(sockaddr_in);
-    } else if (inet_pton(AF_INET6, ip.c_str(), &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port);
-        if (len) *len = sizeof(sockaddr_in6);
-    }
-    return ss;
-}
 
 const sockaddr* sa(const sockaddr_storage& ss) { return reinterpret_cast<const sockaddr*>(&ss); }
 
@@ -109,8 +94,8 @@ int tcp_socket(int family = AF_INET, int flags = 0) { return ::socket(family, SO
 void associate_and_echo(const std::string& server_ip, uint16_t server_port, const std::string& target_ip) {
     Fd s(tcp_socket(server_ip.find(':') == std::string::npos ? AF_INET : AF_INET6));
     size_t svrlen = 0;
-    auto svr = addr(server_ip, server_port, &svrlen);
-    auto dst = addr(target_ip, env->echo.port());
+    auto svr = sockaddr_of(server_ip, server_port, &svrlen);
+    auto dst = sockaddr_of(target_ip, env->echo.port());
     ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), svrlen), 0)
         << std::strerror(errno) << " / " << socks5_strerror(socks5_errno);
     EXPECT_EQ(socks5_errno, 0);
@@ -129,7 +114,7 @@ TEST_F(Associate, UsernameAuthRoundTrip) { associate_and_echo("127.0.0.1", env->
 
 TEST_F(Associate, NullSvrRoutesByDestination) {
     Fd s(tcp_socket());
-    auto dst = addr("127.0.0.1", env->echo.port());
+    auto dst = sockaddr_of("127.0.0.1", env->echo.port());
     ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof(sockaddr_in), nullptr, 0), 0) << std::strerror(errno);
     auto reply = echo_through(dst, "127.0.0.1", env->echo.port(), "routed");
     ASSERT_TRUE(reply);
@@ -143,8 +128,8 @@ struct Failure {
 Failure associate_fail(const std::string& server_ip, uint16_t port) {
     Fd s(tcp_socket());
     size_t svrlen = 0;
-    auto svr = addr(server_ip, port, &svrlen);
-    auto dst = addr("127.0.0.1", env->echo.port());
+    auto svr = sockaddr_of(server_ip, port, &svrlen);
+    auto dst = sockaddr_of("127.0.0.1", env->echo.port());
     auto before = dst;
     int rc = socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), svrlen);
     Failure f{rc, errno, socks5_errno};
@@ -186,8 +171,8 @@ TEST_F(Associate, UnconfiguredServerIsENOENT) {
 
 class ArgumentErrors : public Associate {
 protected:
-    sockaddr_storage svr = addr("127.0.0.1", env->plain.port());
-    sockaddr_storage dst = addr("127.0.0.1", env->echo.port());
+    sockaddr_storage svr = sockaddr_of("127.0.0.1", env->plain.port());
+    sockaddr_storage dst = sockaddr_of("127.0.0.1", env->echo.port());
 
     void expect_error(int s, const sockaddr* d, size_t dlen, const sockaddr* sv, size_t svlen, int want) {
         sockaddr_storage before = dst;
@@ -226,7 +211,7 @@ TEST_F(ArgumentErrors, NullOrShortDstIsEINVAL) {
     expect_error(s.fd, nullptr, sizeof dst, sa(svr), sizeof(sockaddr_in), EINVAL);
     expect_error(s.fd, sa(dst), 1, sa(svr), sizeof(sockaddr_in), EINVAL);
     expect_error(s.fd, sa(dst), sizeof(sockaddr_in) - 1, sa(svr), sizeof(sockaddr_in), EINVAL);
-    auto d6 = addr("::1", 7);
+    auto d6 = sockaddr_of("::1", 7);
     dst = d6;
     expect_error(s.fd, sa(dst), sizeof(sockaddr_in), sa(svr), sizeof(sockaddr_in), EINVAL);
 }
@@ -242,7 +227,7 @@ TEST_F(ArgumentErrors, OtherFamilyIsEAFNOSUPPORT) {
     un.sun_family = AF_UNIX;
     std::memcpy(&dst, &un, sizeof un < sizeof dst ? sizeof un : sizeof dst);
     expect_error(s.fd, sa(dst), sizeof un, sa(svr), sizeof(sockaddr_in), EAFNOSUPPORT);
-    dst = addr("127.0.0.1", env->echo.port());
+    dst = sockaddr_of("127.0.0.1", env->echo.port());
     expect_error(s.fd, sa(dst), sizeof dst, reinterpret_cast<const sockaddr*>(&un), sizeof un, EAFNOSUPPORT);
 }
 
@@ -267,7 +252,7 @@ TEST_F(ArgumentErrors, ReadOnlyDstIsEFAULT) {
 TEST_F(ArgumentErrors, RendezvousTooLargeForDstIsEINVAL) {
     // An IPv6 server gives an IPv6 rendezvous, which a sockaddr_in cannot hold.
     Fd s(tcp_socket());
-    auto svr6 = addr("::1", env->plain.port());
+    auto svr6 = sockaddr_of("::1", env->plain.port());
     expect_error(s.fd, sa(dst), sizeof(sockaddr_in), sa(svr6), sizeof(sockaddr_in6), EINVAL);
     // ...and the lease the broker made for it is released (TearDown checks).
 }
@@ -276,8 +261,8 @@ TEST_F(ArgumentErrors, RendezvousTooLargeForDstIsEINVAL) {
 
 TEST_F(Associate, ClosingSocketReleasesLeaseAndControlConnection) {
     Fd s(tcp_socket());
-    auto svr = addr("127.0.0.1", env->plain.port());
-    auto dst = addr("127.0.0.1", env->echo.port());
+    auto svr = sockaddr_of("127.0.0.1", env->plain.port());
+    auto dst = sockaddr_of("127.0.0.1", env->echo.port());
     ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
     EXPECT_EQ(env->client->lease_count(), 1u);
     ASSERT_TRUE(echo_through(dst, "127.0.0.1", env->echo.port(), "x"));
@@ -301,8 +286,8 @@ TEST_F(Associate, ProcessExitReleasesLease) {
         // its own bus connection (fork safety), then exit holding the lease.
         ::close(to_child[1]);
         int s = tcp_socket();
-        auto svr = addr("127.0.0.1", env->plain.port());
-        auto dst = addr("127.0.0.1", env->echo.port());
+        auto svr = sockaddr_of("127.0.0.1", env->plain.port());
+        auto dst = sockaddr_of("127.0.0.1", env->echo.port());
         char ok = socks5udp_associate(s, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)) == 0 ? 'y' : 'n';
         (void)!write(to_parent[1], &ok, 1);
         char wait;
@@ -324,8 +309,8 @@ TEST_F(Associate, ProcessExitReleasesLease) {
 
 TEST_F(Associate, ReleaseOverTheBusClosesTheLeaseFd) {
     Fd s(tcp_socket());
-    auto svr = addr("127.0.0.1", env->plain.port());
-    auto dst = addr("127.0.0.1", env->echo.port());
+    auto svr = sockaddr_of("127.0.0.1", env->plain.port());
+    auto dst = sockaddr_of("127.0.0.1", env->echo.port());
     ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
     auto leases = env->client->leases();
     ASSERT_EQ(leases.size(), 1u);
@@ -351,8 +336,8 @@ TEST_F(Associate, ReleaseOverTheBusClosesTheLeaseFd) {
 
 TEST_F(Associate, LeaseObjectDescribesTheLease) {
     Fd s(tcp_socket());
-    auto svr = addr("127.0.0.1", env->plain.port());
-    auto dst = addr("127.0.0.1", env->echo.port());
+    auto svr = sockaddr_of("127.0.0.1", env->plain.port());
+    auto dst = sockaddr_of("127.0.0.1", env->echo.port());
     ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
     auto leases = env->client->leases();
     ASSERT_EQ(leases.size(), 1u);
@@ -373,8 +358,8 @@ TEST_F(Associate, LeaseObjectDescribesTheLease) {
 TEST_F(Associate, KeepsCloseOnExecAndNonBlocking) {
     for (int flags : {0, int{SOCK_CLOEXEC}, int{SOCK_NONBLOCK}, SOCK_CLOEXEC | SOCK_NONBLOCK}) {
         Fd s(tcp_socket(AF_INET, flags));
-        auto svr = addr("127.0.0.1", env->plain.port());
-        auto dst = addr("127.0.0.1", env->echo.port());
+        auto svr = sockaddr_of("127.0.0.1", env->plain.port());
+        auto dst = sockaddr_of("127.0.0.1", env->echo.port());
         int rc = socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in));
         if (rc == -1 && errno == EINPROGRESS && (flags & SOCK_NONBLOCK)) {
             // Non-blocking and no warm association at that instant.
@@ -398,8 +383,8 @@ TEST_F(Associate, FiftyConcurrentAssociationsFromTenThreads) {
             for (int i = 0; i < kEach; ++i) {
                 int s = tcp_socket();
                 fds[t * kEach + i] = s;
-                auto svr = addr("127.0.0.1", env->plain.port());
-                auto dst = addr("127.0.0.1", env->echo.port());
+                auto svr = sockaddr_of("127.0.0.1", env->plain.port());
+                auto dst = sockaddr_of("127.0.0.1", env->echo.port());
                 if (socks5udp_associate(s, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)) != 0) continue;
                 std::string msg = "t" + std::to_string(t) + "." + std::to_string(i);
                 if (echo_through(dst, "127.0.0.1", env->echo.port(), msg) == msg) ++ok;
@@ -416,8 +401,8 @@ TEST_F(Associate, StatisticsCount) {
     auto before = env->client->statistics();
     {
         Fd s(tcp_socket());
-        auto svr = addr("127.0.0.1", env->plain.port());
-        auto dst = addr("127.0.0.1", env->echo.port());
+        auto svr = sockaddr_of("127.0.0.1", env->plain.port());
+        auto dst = sockaddr_of("127.0.0.1", env->echo.port());
         ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
     }
     EXPECT_TRUE(eventually([] { return env->client->lease_count() == 0; }));

@@ -19,6 +19,32 @@ namespace {
 using namespace s5test;
 
 constexpr const char* kManager = "org.s5broker.Broker1.Manager";
+const std::vector<uint8_t> kLoopback{127, 0, 0, 1};
+
+// One Associate call through `proxy`: the lease (path and fd, which keeps
+// it alive) on success, else the D-Bus error name.
+struct RawLease {
+    std::string error;
+    sdbus::ObjectPath path;
+    sdbus::UnixFd fd;
+};
+
+RawLease raw_associate(sdbus::IProxy& proxy, const std::vector<uint8_t>& dst, uint16_t dport,
+                       const std::vector<uint8_t>& server, uint16_t sport,
+                       const std::map<std::string, sdbus::Variant>& opts = {}) {
+    RawLease l;
+    try {
+        std::vector<uint8_t> relay;
+        uint16_t rport = 0;
+        proxy.callMethod("Associate")
+            .onInterface(kManager)
+            .withArguments(dst, dport, server, sport, opts)
+            .storeResultsTo(l.path, l.fd, relay, rport);
+    } catch (const sdbus::Error& e) {
+        l.error = e.getName();
+    }
+    return l;
+}
 
 struct RunResult {
     int exit_code = -1;
@@ -163,24 +189,16 @@ protected:
 
     std::string associate_error(const std::vector<uint8_t>& dst, uint16_t dport, const std::vector<uint8_t>& srv,
                                 uint16_t sport, const std::map<std::string, sdbus::Variant>& opts) {
-        try {
-            sdbus::ObjectPath path;
-            sdbus::UnixFd fd;
-            std::vector<uint8_t> relay;
-            uint16_t rport = 0;
-            client->manager()
-                ->callMethod("Associate")
-                .onInterface(kManager)
-                .withArguments(dst, dport, srv, sport, opts)
-                .storeResultsTo(path, fd, relay, rport);
-            return "";
-        } catch (const sdbus::Error& e) {
-            return e.getName();
-        }
+        return raw_associate(*client->manager(), dst, dport, srv, sport, opts).error;
+    }
+
+    // A lease on the test's danted, held by the test.
+    RawLease hold_lease() {
+        auto l = raw_associate(*client->manager(), kLoopback, 7, kLoopback, danted.port());
+        EXPECT_EQ(l.error, "");
+        return l;
     }
 };
-
-const std::vector<uint8_t> kLoopback{127, 0, 0, 1};
 
 TEST_F(DaemonOnBus, MalformedAssociateCallsGetInvalidArgs) {
     const std::string invalid = "org.s5broker.Broker1.Error.InvalidArgs";
@@ -259,15 +277,7 @@ std::string associate_as(const PrivateBus& bus, uid_t uid, gid_t gid, uint16_t s
             try {
                 auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
                 auto proxy = sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1");
-                sdbus::ObjectPath path;
-                sdbus::UnixFd fd;
-                std::vector<uint8_t> relay;
-                uint16_t rport;
-                proxy->callMethod("Associate")
-                    .onInterface(kManager)
-                    .withArguments(kLoopback, uint16_t{7}, kLoopback, server_port,
-                                   std::map<std::string, sdbus::Variant>{})
-                    .storeResultsTo(path, fd, relay, rport);
+                result = raw_associate(*proxy, kLoopback, 7, kLoopback, server_port).error;
             } catch (const sdbus::Error& e) {
                 result = e.getName();
             }
@@ -298,15 +308,8 @@ TEST_F(DaemonOnBus, OnlyRootAndAllowedGroupsMayAssociate) {
     EXPECT_EQ(associate_as(bus, 65534, 65534, danted.port()), "");
     EXPECT_TRUE(eventually([&] { return client->lease_count() == 0; }));
     // nobody may not release root's lease; root may release anyone's.
-    sdbus::ObjectPath path;
-    sdbus::UnixFd fd;
-    std::vector<uint8_t> relay;
-    uint16_t rport = 0;
-    client->manager()
-        ->callMethod("Associate")
-        .onInterface(kManager)
-        .withArguments(kLoopback, uint16_t{7}, kLoopback, danted.port(), std::map<std::string, sdbus::Variant>{})
-        .storeResultsTo(path, fd, relay, rport);
+    auto held = hold_lease();
+    const sdbus::ObjectPath& path = held.path;
     pid_t child = fork();
     ASSERT_GE(child, 0);
     if (child == 0) {
@@ -337,22 +340,9 @@ TEST_F(DaemonOnBus, LeaseLimitsGiveQuotaExceeded) {
     client->manager()->callMethod("Reload").onInterface(kManager);
     std::vector<sdbus::UnixFd> held;
     auto associate = [&]() -> std::string {
-        try {
-            sdbus::ObjectPath path;
-            sdbus::UnixFd fd;
-            std::vector<uint8_t> relay;
-            uint16_t rport = 0;
-            client->manager()
-                ->callMethod("Associate")
-                .onInterface(kManager)
-                .withArguments(kLoopback, uint16_t{7}, kLoopback, danted.port(),
-                               std::map<std::string, sdbus::Variant>{})
-                .storeResultsTo(path, fd, relay, rport);
-            held.push_back(fd);
-            return "";
-        } catch (const sdbus::Error& e) {
-            return e.getName();
-        }
+        auto l = raw_associate(*client->manager(), kLoopback, 7, kLoopback, danted.port());
+        if (l.error.empty()) held.push_back(l.fd);
+        return l.error;
     };
     EXPECT_EQ(associate(), "");
     EXPECT_EQ(associate(), "");
@@ -370,17 +360,8 @@ TEST_F(DaemonOnBus, LeaseLimitsGiveQuotaExceeded) {
 
 TEST_F(DaemonOnBus, ReloadKeepsLeasesOfUnchangedServersAndMovesTheOthers) {
     Danted second(dir);
-    // A lease on d, held by this test.
-    sdbus::ObjectPath path;
-    sdbus::UnixFd fd;
-    std::vector<uint8_t> relay;
-    uint16_t rport = 0;
-    client->manager()
-        ->callMethod("Associate")
-        .onInterface(kManager)
-        .withArguments(kLoopback, uint16_t{7}, kLoopback, danted.port(), std::map<std::string, sdbus::Variant>{})
-        .storeResultsTo(path, fd, relay, rport);
-    auto lease = client->object(path);
+    auto held = hold_lease();
+    auto lease = client->object(held.path);
     const char* li = "org.s5broker.Broker1.Lease";
 
     // Add a server: d and its lease are untouched.

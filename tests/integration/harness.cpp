@@ -512,6 +512,14 @@ std::string server_json(const std::string& name, const std::string& address, uin
     return s.str();
 }
 
+sockaddr_storage sockaddr_of(const std::string& ip, uint16_t port, size_t* len) {
+    sockaddr_storage ss{};
+    auto ep = s5::wire::Endpoint::parse_ip(ip, port);
+    size_t n = ep ? ep->to_sockaddr(ss) : 0;
+    if (len) *len = n;
+    return ss;
+}
+
 std::optional<std::string> echo_through(const sockaddr_storage& relay, const std::string& target_ip,
                                         uint16_t target_port, const std::string& payload,
                                         std::chrono::milliseconds timeout) {

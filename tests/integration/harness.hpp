@@ -205,6 +205,9 @@ private:
 std::string server_json(const std::string& name, const std::string& address, uint16_t port,
                         const std::string& password_file = "");
 
+// A sockaddr_in / sockaddr_in6 for an IP literal; *len gets its size.
+sockaddr_storage sockaddr_of(const std::string& ip, uint16_t port, size_t* len = nullptr);
+
 // Sends `payload` framed for `target` (RFC 1928 UDP header) to `relay` from
 // a new UDP socket and waits for one reply; returns the reply's payload, or
 // nullopt on timeout or a malformed reply.

@@ -27,19 +27,6 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kLeaseIface = "org.s5broker.Broker1.Lease";
 constexpr const char* kServerIface = "org.s5broker.Broker1.Server";
 
-sockaddr_storage addr(const std::string& ip, uint16_t port) {
-    sockaddr_storage ss{};
-    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    if (inet_pton(AF_INET, ip.c_str(), &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port);
-    } else if (inet_pton(AF_INET6, ip.c_str(), &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port);
-    }
-    return ss;
-}
 
 socklen_t len_of(const sockaddr_storage& ss) {
     return ss.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
@@ -139,7 +126,7 @@ protected:
         if (HasFailure() && broker) std::cerr << "--- s5brokerd log ---\n" << broker->log();
     }
 
-    sockaddr_storage target() { return addr("127.0.0.1", echo.port()); }
+    sockaddr_storage target() { return sockaddr_of("127.0.0.1", echo.port()); }
 
     std::string lease_path() {
         auto l = client->leases();
@@ -178,7 +165,7 @@ TEST_F(PoolTest, PooledAssociationIsServedWithoutANewConnection) {
     ASSERT_EQ(established_to(d.port()), 1);
     auto before = client->statistics();
 
-    auto svr = addr("127.0.0.1", d.port());
+    auto svr = sockaddr_of("127.0.0.1", d.port());
     AppLease l;
     ASSERT_TRUE(associate(l, target(), &svr)) << std::strerror(errno);
     // The server saw no new TCP connection: the lease took the warm one.
@@ -214,7 +201,7 @@ TEST_F(PoolTest, RenewsAfterTheServerCrashesAndRestarts) {
     Danted d(dir);
     BusClient::SignalLog signals(bus);
     start_broker(broker_config({server_json("d", "127.0.0.1", d.port())}, {"d"}, PoolConfig{}));
-    auto svr = addr("127.0.0.1", d.port());
+    auto svr = sockaddr_of("127.0.0.1", d.port());
     AppLease l;
     ASSERT_TRUE(associate(l, target(), &svr)) << std::strerror(errno);
     ASSERT_EQ(echo_via_library(l.rendezvous, target(), "before"), "before");
@@ -321,10 +308,10 @@ TEST_F(PoolTest, SilentServerIsDetectedByKeepaliveAndTheLeaseMoves) {
                                 server_json("near", "127.0.0.1", near.port())},
                                {"far", "near"}, p));
     ASSERT_TRUE(eventually([&] { return server_prop<uint32_t>("near", "PoolIdle") == 1; }));
-    auto svr = addr(host.address(), far.port());
+    auto svr = sockaddr_of(host.address(), far.port());
     AppLease l;
     // The far host reaches our echo on our side of its link.
-    auto tgt = addr(host.outside(), echo2.port());
+    auto tgt = sockaddr_of(host.outside(), echo2.port());
     ASSERT_TRUE(associate(l, tgt, &svr)) << std::strerror(errno);
     ASSERT_EQ(echo_via_library(l.rendezvous, tgt, "far"), "far");
 
@@ -348,7 +335,7 @@ TEST_F(PoolTest, NonBlockingSocketGetsEINPROGRESSThenTheRendezvous) {
     PoolConfig p;
     p.min_idle = 0;  // nothing warm: the association is made on demand
     start_broker(broker_config({server_json("d", "127.0.0.1", d.port())}, {"d"}, p));
-    auto svr = addr("127.0.0.1", d.port());
+    auto svr = sockaddr_of("127.0.0.1", d.port());
     AppLease l;
     auto before = target();
     EXPECT_FALSE(associate(l, target(), &svr, SOCK_NONBLOCK));
@@ -370,7 +357,7 @@ TEST_F(PoolTest, NonBlockingFailureIsReportedOnTheSecondCall) {
     PoolConfig p;
     p.min_idle = 0;
     start_broker(broker_config({server_json("c", "127.0.0.1", closed)}, {"c"}, p));
-    auto svr = addr("127.0.0.1", closed);
+    auto svr = sockaddr_of("127.0.0.1", closed);
     AppLease l;
     EXPECT_FALSE(associate(l, target(), &svr, SOCK_NONBLOCK));
     ASSERT_EQ(errno, EINPROGRESS);
@@ -385,7 +372,7 @@ TEST_F(PoolTest, WarmPoolAnswersANonBlockingSocketAtOnce) {
     Danted d(dir);
     start_broker(broker_config({server_json("d", "127.0.0.1", d.port())}, {"d"}, PoolConfig{}));
     ASSERT_TRUE(eventually([&] { return server_prop<uint32_t>("d", "PoolIdle") == 1; }));
-    auto svr = addr("127.0.0.1", d.port());
+    auto svr = sockaddr_of("127.0.0.1", d.port());
     AppLease l;
     ASSERT_TRUE(associate(l, target(), &svr, SOCK_NONBLOCK)) << std::strerror(errno);
     EXPECT_EQ(echo_via_library(l.rendezvous, target(), "warm nb"), "warm nb");
@@ -424,13 +411,13 @@ TEST_F(PoolTest, RecvfromDropsDatagramsNotFromTheRelay) {
 TEST_F(PoolTest, GetservAnswersForRoutedAndUnroutedDestinations) {
     Danted d(dir);
     start_broker(broker_config({server_json("d", "127.0.0.1", d.port())}, {"d"}, PoolConfig{}));
-    auto v4 = addr("192.0.2.1", 53);
+    auto v4 = sockaddr_of("192.0.2.1", 53);
     sockaddr* s = socks5_getserv(sa(v4), sizeof(sockaddr_in));
     ASSERT_NE(s, nullptr) << std::strerror(errno);
     ASSERT_EQ(s->sa_family, AF_INET);
     EXPECT_EQ(ntohs(reinterpret_cast<sockaddr_in*>(s)->sin_port), d.port());
     // No route for IPv6 in this config.
-    auto v6 = addr("2001:db8::1", 53);
+    auto v6 = sockaddr_of("2001:db8::1", 53);
     EXPECT_EQ(socks5_getserv(sa(v6), sizeof(sockaddr_in6)), nullptr);
     EXPECT_EQ(socks5_errno, S5_ENOSERV);
 }
