@@ -25,7 +25,7 @@ expected=(
   share/dbus-1/interfaces/org.s5broker.Broker1.xml
   share/man/man3/socks5udp_associate.3 share/man/man3/socks5udp_sendto.3
   share/man/man3/socks5udp_recvfrom.3 share/man/man3/socks5udp_current.3
-  share/man/man3/socks5_getserv.3 share/man/man3/socks5_strerror.3
+  share/man/man3/socks5_getserv.3 share/man/man3/socks5_strerror.3 share/man/man3/socks5_errno.3
   share/man/man8/s5brokerd.8 share/man/man5/s5brokerd.json.5 share/man/man1/s5brokerctl.1
 )
 for f in "${expected[@]}"; do
@@ -58,7 +58,7 @@ out=$(
     groff -ww -z -man "$src/$f" 2>&1
     MANWIDTH=80 man -l "$src/$f" 2>&1 >/dev/null
   done
-  for n in socks5udp_sendto socks5udp_recvfrom socks5udp_current socks5_getserv socks5_strerror; do
+  for n in socks5udp_sendto socks5udp_recvfrom socks5udp_current socks5_getserv socks5_strerror socks5_errno; do
     [[ $(cat "$src/libclient/man/$n.3") == ".so man3/socks5udp_associate.3" ]] || echo "$n.3: not an alias"
   done
 )
