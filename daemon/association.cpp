@@ -166,7 +166,9 @@ bool Association::flush() {
 
 void Association::on_readable() {
     uint8_t buf[600];  // longest reply: 4 + 1 + 255 + 2 bytes
-    for (;;) {
+    // At most a few reads per wake-up: a fast talker must not starve the
+    // other sockets of the loop (level-triggered: we come back for the rest).
+    for (int reads = 0; reads < 16; ++reads) {
         ssize_t n = ::recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -187,10 +189,15 @@ void Association::on_readable() {
             return;
         }
         if (state_ == State::Ready) {
-            // RFC 1928 defines nothing after the reply; a server that talks
-            // on is broken but the association still stands.
-            log::debug("association %llu: ignoring %zd unexpected bytes from %s",
-                       static_cast<unsigned long long>(id_), n, server_name_.c_str());
+            // RFC 1928 defines nothing after the reply. A few stray bytes
+            // are tolerated; a server that keeps talking is broken, and must
+            // not keep the event loop busy: the association ends.
+            unexpected_ += static_cast<size_t>(n);
+            if (unexpected_ > kMaxUnexpected) {
+                close_ready(EPROTO, "server sent " + std::to_string(unexpected_) +
+                                        " unexpected bytes on the control connection");
+                return;
+            }
             continue;
         }
         auto step = hs_->feed(std::span<const uint8_t>(buf, static_cast<size_t>(n)));

@@ -93,6 +93,8 @@ private:
     Clock::time_point ready_since_{};
     int pending_error_ = 0;                      // socket()/connect() failed at once
     int close_error_ = 0;
+    size_t unexpected_ = 0;                      // bytes after the reply
+    static constexpr size_t kMaxUnexpected = 4096;
 };
 
 }  // namespace s5d

@@ -116,7 +116,15 @@ private:
                         res->returnError(bus_error(f.code, f.message));
                     }
                 } catch (const std::exception& e) {
+                    // Typically out of fds to pass the lease fd with. The
+                    // lease goes with the Grant; the caller gets an answer.
                     log::warning("cannot send Associate reply: %s", e.what());
+                    try {
+                        res->returnError(bus_error(Code::ServerFailure,
+                                                   std::string("cannot pass the lease to the caller: ") + e.what()));
+                    } catch (const std::exception& e2) {
+                        log::warning("cannot send Associate error reply either: %s", e2.what());
+                    }
                 }
             });
         } catch (const sdbus::Error& e) {

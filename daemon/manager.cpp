@@ -387,7 +387,9 @@ void Manager::on_lease_association_closed(uint64_t lease_id, int err, const std:
                  why.c_str());
     // Keepalive gave up: the server's other idle associations are as dead
     // as this one, even if nobody has noticed yet.
-    if (err == ETIMEDOUT)
+    // A server that broke the protocol is suspect too: back off before
+    // trusting it again, rather than renewing onto it in a loop.
+    if (err == ETIMEDOUT || err == EPROTO)
         if (auto p = pools_.find(l.server_name()); p != pools_.end()) p->second->suspect(why);
     dispose(l.detach_for_renewal());
     if (observer_) observer_->lease_changed(l);

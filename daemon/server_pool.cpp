@@ -160,7 +160,7 @@ void ServerPool::on_idle_closed(Association& a, const std::string& why) {
         idle_.erase(it);
         log::info("server %s: idle association %llu closed (%s)", server_.name.c_str(),
                   static_cast<unsigned long long>(a.id()), why.c_str());
-        if (doomed->close_error() == ETIMEDOUT) {
+        if (doomed->close_error() == ETIMEDOUT || doomed->close_error() == EPROTO) {
             suspect(why);
             return;
         }

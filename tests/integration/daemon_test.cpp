@@ -133,6 +133,7 @@ TEST(Library, NoBrokerOnTheBusIsECONNREFUSEDWithENOSERV) {
     pid_t child = fork();
     ASSERT_GE(child, 0);
     if (child == 0) {
+        setenv("S5CLIENT_MODE", "broker", 1);  // no fallback to direct mode
         int s = ::socket(AF_INET, SOCK_STREAM, 0);
         sockaddr_in dst{};
         dst.sin_family = AF_INET;

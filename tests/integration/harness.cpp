@@ -7,6 +7,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -154,6 +155,10 @@ Process::Process(Options o) : group_(o.own_process_group) {
                 ::close(fd);
             }
         }
+        if (o.nofile) {
+            rlimit rl{o.nofile, o.nofile};
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
         int devnull = ::open("/dev/null", O_RDONLY);
         if (devnull >= 0) dup2(devnull, 0);
         for (auto& kv : o.env) putenv(kv.data());
@@ -279,7 +284,7 @@ void Danted::start() {
     // -p: without it danted writes /run/danted.pid, which is not ours.
     std::vector<std::string> argv{"/usr/sbin/danted", "-f", conf_, "-p", conf_ + ".pid"};
     if (!opt_.netns.empty()) argv.insert(argv.begin(), {"/usr/bin/ip", "netns", "exec", opt_.netns});
-    proc_ = std::make_unique<Process>(Process::Options{argv, {}, log_ + ".stderr", true});
+    proc_ = std::make_unique<Process>(Process::Options{argv, {}, log_ + ".stderr", true, 0});
     if (!eventually([&] { return tcp_accepts(opt_.address.c_str(), opt_.port); }, 10s))
         throw std::runtime_error("danted did not start: " + read_file(log_ + ".stderr") + read_file(log_));
 }
@@ -376,7 +381,7 @@ UdpEcho::UdpEcho(const TempDir& dir, const std::vector<std::string>& binds) {
     std::string log = dir.file("udp-echo" + std::to_string(++n) + ".log");
     std::vector<std::string> argv{UDP_ECHO_PATH, "--port", "0"};
     for (const auto& b : binds) argv.insert(argv.end(), {"--bind", b});
-    proc_ = std::make_unique<Process>(Process::Options{argv, {}, log, false});
+    proc_ = std::make_unique<Process>(Process::Options{argv, {}, log, false, 0});
     std::string line;
     if (!eventually(
             [&] {
@@ -424,7 +429,8 @@ bool Broker::start(std::chrono::milliseconds timeout) {
         Process::Options{{S5BROKERD_PATH, "--config", config_, "--debug"},
                          {"DBUS_SYSTEM_BUS_ADDRESS=" + bus_.address(), "NOTIFY_SOCKET=" + notify_},
                          log_,
-                         false});
+                         false,
+                         nofile_});
     auto deadline = std::chrono::steady_clock::now() + timeout;
     bool ready = false;
     while (!ready && proc_->running() && std::chrono::steady_clock::now() < deadline) {
@@ -510,6 +516,75 @@ std::string server_json(const std::string& name, const std::string& address, uin
         s << R"(, "auth": {"method": "username", "username": ")" << kTestUser << R"(", "password_file": ")"
           << password_file << R"("}})";
     return s.str();
+}
+
+// ---- scripted SOCKS server -------------------------------------------------------
+
+FakeSocksServer::FakeSocksServer(std::vector<Step> script, After after) : script_(std::move(script)), after_(after) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sin;
+    int on = 1;
+    setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&sin), sizeof sin) < 0 || ::listen(listen_fd_, 64) < 0 ||
+        getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&sin), &len) < 0)
+        die("fake server");
+    port_ = ntohs(sin.sin_port);
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) die("pipe");
+    stop_fd_ = p[1];
+    acceptor_ = std::thread([this, r = p[0]] {
+        for (;;) {
+            pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {r, POLLIN, 0}};
+            if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
+            if (fds[1].revents) break;
+            if (!(fds[0].revents & POLLIN)) continue;
+            int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (c < 0) continue;
+            ++connections_;
+            std::lock_guard<std::mutex> g(m_);
+            threads_.emplace_back([this, c] { play(c); });
+        }
+        ::close(r);
+    });
+}
+
+FakeSocksServer::~FakeSocksServer() {
+    stopping_ = true;
+    char x = 0;
+    (void)!::write(stop_fd_, &x, 1);
+    acceptor_.join();
+    ::close(stop_fd_);
+    ::close(listen_fd_);
+    std::lock_guard<std::mutex> g(m_);
+    for (auto& t : threads_) t.join();
+}
+
+void FakeSocksServer::play(int fd) {
+    auto sleep_unless_stopping = [&](std::chrono::milliseconds d) {
+        auto until = std::chrono::steady_clock::now() + d;
+        while (!stopping_ && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+    };
+    char buf[512];
+    (void)!::recv(fd, buf, sizeof buf, 0);  // the greeting
+    for (const auto& step : script_) {
+        sleep_unless_stopping(step.delay);
+        if (stopping_) break;
+        (void)!::send(fd, step.bytes.data(), step.bytes.size(), MSG_NOSIGNAL);
+        // Swallow whatever the client sent meanwhile (auth, request).
+        while (::recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+        }
+    }
+    if (after_ == After::Silent) {
+        while (!stopping_) sleep_unless_stopping(100ms);
+    } else if (after_ == After::Stream) {
+        std::string junk(4096, 'x');
+        while (!stopping_ && ::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL) > 0) {
+        }
+    }
+    ::close(fd);
 }
 
 sockaddr_storage sockaddr_of(const std::string& ip, uint16_t port, size_t* len) {

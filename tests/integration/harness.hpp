@@ -11,6 +11,8 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <thread>
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,6 +47,7 @@ public:
         std::vector<std::string> env;           // "K=V" added to the environment
         std::string log_path;                   // empty: inherit
         bool own_process_group = false;         // setsid(): kill the whole group
+        unsigned long nofile = 0;               // RLIMIT_NOFILE for the child (0: inherit)
     };
     explicit Process(Options o);
     ~Process();                                 // SIGKILL (group) and reap
@@ -78,6 +81,7 @@ public:
     // dbus-system-policy.conf applies dbus/org.s5broker.Broker1.conf).
     explicit PrivateBus(const TempDir& dir, const std::string& config = "dbus-system.conf");
     const std::string& address() const { return address_; }
+    Process& process() { return *proc_; }
 
 private:
     std::string address_;
@@ -154,6 +158,7 @@ public:
     Broker(const TempDir& dir, const PrivateBus& bus, const std::string& config_json);
     ~Broker();
     bool start(std::chrono::milliseconds timeout = 10000ms);   // false: exited or no READY
+    void set_nofile(unsigned long n) { nofile_ = n; }
     std::optional<int> stop(int sig = 15);
     Process& process() { return *proc_; }
     std::string log() const;
@@ -163,6 +168,7 @@ private:
     const TempDir& dir_;
     const PrivateBus& bus_;
     std::string config_, log_, notify_;
+    unsigned long nofile_ = 0;
     std::unique_ptr<Process> proc_;
 };
 
@@ -204,6 +210,36 @@ private:
 // JSON for one server entry of s5brokerd.json.
 std::string server_json(const std::string& name, const std::string& address, uint16_t port,
                         const std::string& password_file = "");
+
+// A scripted SOCKS5 server for faults danted cannot produce (malformed
+// replies, stalls, specific REP codes): for every connection it waits for
+// the client's greeting, then plays `script` — bytes to send, each after its
+// delay — and then closes, stays silent, or streams bytes forever.
+class FakeSocksServer {
+public:
+    struct Step {
+        std::string bytes;
+        std::chrono::milliseconds delay{0};
+    };
+    enum class After { Close, Silent, Stream };
+    FakeSocksServer(std::vector<Step> script, After after);
+    ~FakeSocksServer();
+    uint16_t port() const { return port_; }
+    int connections() const { return connections_.load(); }
+
+private:
+    void serve();
+    void play(int fd);
+    std::vector<Step> script_;
+    After after_;
+    int listen_fd_ = -1, stop_fd_ = -1;
+    uint16_t port_ = 0;
+    std::atomic<int> connections_{0};
+    std::atomic<bool> stopping_{false};
+    std::vector<std::thread> threads_;
+    std::mutex m_;
+    std::thread acceptor_;
+};
 
 // A sockaddr_in / sockaddr_in6 for an IP literal; *len gets its size.
 sockaddr_storage sockaddr_of(const std::string& ip, uint16_t port, size_t* len = nullptr);

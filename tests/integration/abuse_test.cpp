@@ -1,0 +1,328 @@
+// Hostile input and faults: a scripted SOCKS server that breaks the protocol
+// in the ways danted never does, clients killed while holding leases, a
+// broker short of file descriptors, and the bus daemon or the broker going
+// away under running clients. In each, only what was attacked fails, with
+// the documented error, and everything else keeps working.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <s5broker/socks5.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <sdbus-c++/sdbus-c++.h>
+#include <sstream>
+#include <thread>
+
+#include "harness.hpp"
+
+namespace {
+
+using namespace s5test;
+using Clock = std::chrono::steady_clock;
+using Step = FakeSocksServer::Step;
+using After = FakeSocksServer::After;
+
+const std::string kMethodNone("\x05\x00", 2);
+// VER 5, REP 0, RSV, ATYP 1, 127.0.0.1, port 7
+const std::string kReplyOk("\x05\x00\x00\x01\x7f\x00\x00\x01\x00\x07", 10);
+
+sockaddr* sa(sockaddr_storage& ss) { return reinterpret_cast<sockaddr*>(&ss); }
+socklen_t len_of(const sockaddr_storage& ss) {
+    return ss.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+}
+
+int open_fds(pid_t pid) {
+    int n = 0;
+    for ([[maybe_unused]] const auto& e :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd"))
+        ++n;
+    return n;
+}
+
+struct Outcome {
+    int rc = 0, err = 0, s5err = 0;
+    double seconds = 0;
+    int fd = -1;
+};
+
+class Abuse : public ::testing::Test {
+protected:
+    TempDir dir;
+    PrivateBus bus{dir};
+    UdpEcho echo{dir};
+    Danted good{dir};
+    std::unique_ptr<Broker> broker;
+    std::unique_ptr<BusClient> client;
+    std::vector<int> fds;
+
+    ~Abuse() override {
+        for (int fd : fds) ::close(fd);
+    }
+
+    void start_broker(const std::vector<std::string>& extra_servers = {}, unsigned long nofile = 0) {
+        std::ostringstream c;
+        c << R"({"servers": [)" << server_json("good", "127.0.0.1", good.port());
+        for (const auto& s : extra_servers) c << "," << s;
+        c << R"(], "pool": {"min_idle": 0}, "lease_grace_s": 5})";
+        broker = std::make_unique<Broker>(dir, bus, c.str());
+        if (nofile) broker->set_nofile(nofile);
+        ASSERT_TRUE(broker->start()) << broker->log();
+        client = std::make_unique<BusClient>(bus);
+    }
+
+    void TearDown() override {
+        if (HasFailure() && broker) std::cerr << "--- s5brokerd log ---\n" << broker->log();
+    }
+
+    sockaddr_storage target() { return sockaddr_of("127.0.0.1", echo.port()); }
+
+    Outcome associate_with(uint16_t server_port) {
+        Outcome o;
+        o.fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        fds.push_back(o.fd);
+        auto svr = sockaddr_of("127.0.0.1", server_port);
+        auto dst = target();
+        auto t0 = Clock::now();
+        o.rc = socks5udp_associate(o.fd, sa(dst), sizeof dst, sa(svr), len_of(svr));
+        o.err = errno;
+        o.s5err = socks5_errno;
+        o.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+        if (o.rc == 0) {
+            // Keep the rendezvous where echo_ok() finds it.
+            rendezvous_[o.fd] = dst;
+        }
+        return o;
+    }
+
+    bool echo_ok(int lease_fd, const std::string& msg) {
+        auto r = rendezvous_.at(lease_fd);
+        return echo_through(r, "127.0.0.1", echo.port(), msg) == msg;
+    }
+
+    // A lease on the good server, then the hostile one, then both checks:
+    // the hostile request failed as documented, the good lease still works,
+    // and a new request on the good server still works.
+    Outcome against(std::vector<Step> script, After after) {
+        Outcome bystander = associate_with(good.port());
+        EXPECT_EQ(bystander.rc, 0) << std::strerror(bystander.err);
+        FakeSocksServer fake(std::move(script), after);
+        // The fake server is configured on a restart-free path: reload.
+        write_file(broker->config_path(),
+                   R"({"servers": [)" + server_json("good", "127.0.0.1", good.port()) + "," +
+                       server_json("fake", "127.0.0.1", fake.port()) +
+                       R"(], "pool": {"min_idle": 0}, "lease_grace_s": 5})");
+        client->manager()->callMethod("Reload").onInterface("org.s5broker.Broker1.Manager");
+        Outcome o = associate_with(fake.port());
+        EXPECT_TRUE(echo_ok(bystander.fd, "bystander")) << "a lease on another server was disturbed";
+        Outcome fresh = associate_with(good.port());
+        EXPECT_EQ(fresh.rc, 0) << "the broker stopped serving: " << std::strerror(fresh.err);
+        EXPECT_TRUE(broker->process().running());
+        return o;
+    }
+
+private:
+    std::map<int, sockaddr_storage> rendezvous_;
+};
+
+TEST_F(Abuse, WrongVersionInMethodReply) {
+    start_broker();
+    auto o = against({{std::string("\x04\x00", 2)}}, After::Close);
+    EXPECT_EQ(o.rc, -1);
+    EXPECT_EQ(o.err, EPROTO);
+    EXPECT_EQ(o.s5err, S5_EPROTO);
+}
+
+TEST_F(Abuse, MethodWeDidNotOffer) {
+    start_broker();
+    auto o = against({{std::string("\x05\x07", 2)}}, After::Close);
+    EXPECT_EQ(o.rc, -1);
+    EXPECT_EQ(o.err, EPROTO);
+}
+
+TEST_F(Abuse, UnassignedReplyCode) {
+    start_broker();
+    std::string rep = kReplyOk;
+    rep[1] = '\xff';
+    auto o = against({{kMethodNone}, {rep}}, After::Close);
+    EXPECT_EQ(o.rc, -1);
+    EXPECT_EQ(o.err, ECONNREFUSED);
+    EXPECT_EQ(o.s5err, S5_ESRVFAIL);
+}
+
+TEST_F(Abuse, EveryRepCodeMapsAsDocumented) {
+    start_broker();
+    const std::pair<int, int> want[] = {{ECONNREFUSED, S5_ESRVFAIL},   {EACCES, S5_EPERM},
+                                        {ENETUNREACH, S5_ENETUNREACH}, {EHOSTUNREACH, S5_EHOSTUNREACH},
+                                        {ECONNREFUSED, S5_ECONNREFUSED}, {ETIMEDOUT, S5_ETIMEDOUT},
+                                        {EOPNOTSUPP, S5_EOPNOTSUPP},   {EAFNOSUPPORT, S5_EAFNOSUPPORT}};
+    for (int rep = 1; rep <= 8; ++rep) {
+        std::string r = kReplyOk;
+        r[1] = static_cast<char>(rep);
+        auto o = against({{kMethodNone}, {r}}, After::Close);
+        EXPECT_EQ(o.rc, -1) << rep;
+        EXPECT_EQ(o.err, want[rep - 1].first) << "REP " << rep;
+        EXPECT_EQ(o.s5err, want[rep - 1].second) << "REP " << rep;
+    }
+}
+
+TEST_F(Abuse, RelayGivenAsA255ByteHostName) {
+    start_broker();
+    std::string rep("\x05\x00\x00\x03\xff", 5);
+    rep += std::string(255, 'a') + std::string("\x00\x07", 2);
+    auto o = against({{kMethodNone}, {rep}}, After::Close);
+    EXPECT_EQ(o.rc, -1);
+    EXPECT_EQ(o.err, EPROTO);
+}
+
+TEST_F(Abuse, ReplyCutInTheMiddleThenClosed) {
+    start_broker();
+    auto o = against({{kMethodNone}, {kReplyOk.substr(0, 5)}}, After::Close);
+    EXPECT_EQ(o.rc, -1);
+    EXPECT_EQ(o.err, EPROTO);
+    EXPECT_LT(o.seconds, 2.0);
+}
+
+TEST_F(Abuse, ReplyTrickledOneBytePerSecondTimesOut) {
+    start_broker();
+    std::vector<Step> script{{kMethodNone}};
+    for (char c : kReplyOk) script.push_back({std::string(1, c), 1000ms});
+    auto o = against(script, After::Close);
+    EXPECT_EQ(o.rc, -1);
+    EXPECT_EQ(o.err, ETIMEDOUT);
+    // Within the broker's 10 s setup deadline (plus the bus on top).
+    EXPECT_GT(o.seconds, 8.0);
+    EXPECT_LT(o.seconds, 13.0);
+}
+
+TEST_F(Abuse, EndlessStreamAfterTheReplyEndsOnlyThatAssociation) {
+    start_broker();
+    auto o = against({{kMethodNone}, {kReplyOk}}, After::Stream);
+    // The association was made; the broker then dropped the chatterbox
+    // (and backs off from it) without the loop spinning.
+    EXPECT_EQ(o.rc, 0) << std::strerror(o.err);
+    double cpu0 = cpu_seconds(broker->process().pid());
+    std::this_thread::sleep_for(2s);
+    double cpu = cpu_seconds(broker->process().pid()) - cpu0;
+    EXPECT_LT(cpu, 0.5) << "broker busy while a server streams at it";
+    EXPECT_NE(broker->log().find("unexpected bytes"), std::string::npos) << broker->log();
+}
+
+TEST_F(Abuse, CallsOnALeaseObjectThatIsGone) {
+    start_broker();
+    auto o = associate_with(good.port());
+    ASSERT_EQ(o.rc, 0);
+    auto path = client->leases().at(0);
+    ::close(o.fd);
+    fds.erase(std::find(fds.begin(), fds.end(), o.fd));
+    ASSERT_TRUE(eventually([&] { return client->lease_count() == 0; }));
+    try {
+        client->object(path)->getProperty("State").onInterface("org.s5broker.Broker1.Lease").get<std::string>();
+        ADD_FAILURE() << "a released lease still answers";
+    } catch (const sdbus::Error& e) {
+        EXPECT_FALSE(e.getName().empty());
+    }
+    EXPECT_EQ(associate_with(good.port()).rc, 0);
+}
+
+TEST_F(Abuse, TwoHundredClientsKilledWhileHoldingLeases) {
+    start_broker();
+    int baseline = open_fds(broker->process().pid());
+    constexpr int kClients = 200;
+    std::vector<pid_t> kids;
+    int ready[2];
+    ASSERT_EQ(pipe(ready), 0);
+    for (int i = 0; i < kClients; ++i) {
+        pid_t p = fork();
+        ASSERT_GE(p, 0);
+        if (p == 0) {
+            ::close(ready[0]);
+            int s = ::socket(AF_INET, SOCK_STREAM, 0);
+            auto svr = sockaddr_of("127.0.0.1", good.port());
+            auto dst = target();
+            char ok = socks5udp_associate(s, sa(dst), sizeof dst, sa(svr), len_of(svr)) == 0 ? 'y' : 'n';
+            (void)!write(ready[1], &ok, 1);
+            pause();
+            _exit(0);
+        }
+        kids.push_back(p);
+    }
+    ::close(ready[1]);
+    int ok = 0;
+    for (int i = 0; i < kClients; ++i) {
+        char c;
+        if (read(ready[0], &c, 1) == 1 && c == 'y') ++ok;
+    }
+    ::close(ready[0]);
+    EXPECT_EQ(ok, kClients);
+    EXPECT_EQ(client->lease_count(), static_cast<uint32_t>(kClients));
+    for (pid_t p : kids) ::kill(p, SIGKILL);
+    for (pid_t p : kids) waitpid(p, nullptr, 0);
+    EXPECT_TRUE(eventually([&] { return client->lease_count() == 0; }, 10s)) << client->lease_count();
+    EXPECT_TRUE(eventually([&] { return open_fds(broker->process().pid()) == baseline; }, 10s))
+        << "broker fds: " << open_fds(broker->process().pid()) << ", baseline " << baseline;
+}
+
+TEST_F(Abuse, ShortOfFileDescriptorsFailsCleanlyAndRecovers) {
+    start_broker({}, 40);
+    std::vector<Outcome> got;
+    Outcome last;
+    for (int i = 0; i < 40; ++i) {
+        last = associate_with(good.port());
+        if (last.rc != 0) break;
+        got.push_back(last);
+    }
+    ASSERT_NE(last.rc, 0) << "never ran out of descriptors";
+    EXPECT_TRUE((last.err == ENOSPC) || (last.err == ECONNREFUSED && last.s5err == S5_ESRVFAIL))
+        << std::strerror(last.err) << " / " << last.s5err;
+    EXPECT_TRUE(broker->process().running());
+    // Free them: the broker serves again.
+    for (auto& o : got) {
+        ::close(o.fd);
+        fds.erase(std::find(fds.begin(), fds.end(), o.fd));
+    }
+    EXPECT_TRUE(eventually([&] { return client->lease_count() == 0; }));
+    EXPECT_TRUE(eventually([&] { return associate_with(good.port()).rc == 0; }, 5s));
+}
+
+TEST_F(Abuse, BusDaemonGoneMakesTheBrokerExitWithAMessage) {
+    start_broker();
+    bus.process().stop(SIGKILL);
+    auto st = broker->process().wait(10s);
+    ASSERT_TRUE(st) << "broker still running without its bus";
+    EXPECT_TRUE(WIFEXITED(*st));
+    EXPECT_NE(WEXITSTATUS(*st), 0);
+    EXPECT_NE(broker->log().find("D-Bus connection failed"), std::string::npos) << broker->log();
+}
+
+TEST_F(Abuse, BrokerRestartedUnderRunningClients) {
+    start_broker();
+    auto o = associate_with(good.port());
+    ASSERT_EQ(o.rc, 0);
+    auto rendezvous = sockaddr_of("127.0.0.1", 0);
+    // The rendezvous is known to the library; restart the broker.
+    ASSERT_TRUE(broker->stop(SIGTERM));
+    char b[64];
+    pollfd p{o.fd, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 5000), 1);
+    ssize_t n;
+    while ((n = recv(o.fd, b, sizeof b, MSG_DONTWAIT)) > 0) {
+    }
+    EXPECT_EQ(n, 0) << "lease fd did not see EOF";
+    // sendto through the dead lease says so.
+    sockaddr_storage cur{};
+    EXPECT_EQ(socks5udp_current(o.fd, sa(cur), sizeof cur), -1);
+    EXPECT_EQ(errno, ENOTCONN);
+    EXPECT_EQ(socks5_errno, S5_ELOST);
+    (void)rendezvous;
+    start_broker();
+    EXPECT_EQ(associate_with(good.port()).rc, 0);
+}
+
+}  // namespace
