@@ -137,6 +137,10 @@ void Association::on_connected() {
     creds_.reset();
     state_ = State::Handshaking;
     out_ = hs_->start();
+    if (hs_->state() == s5::proto::Handshake::State::Failed) {
+        fail(hs_->error(), "server " + server_.to_string() + ": " + hs_->error_text());
+        return;
+    }
     watch_.set_events(EPOLLIN | EPOLLRDHUP);
     flush();
 }

@@ -26,6 +26,12 @@ std::vector<uint8_t> Handshake::auth_message() {
 }
 
 std::vector<uint8_t> Handshake::start() {
+    if (creds_ && !wire::encode_userpass(creds_->username, creds_->password)) {
+        // Empty or longer than RFC 1929's 255 bytes: fail now rather than
+        // send a greeting we cannot follow up.
+        fail(err::Code::AuthFailed, "username or password is empty or longer than 255 bytes");
+        return {};
+    }
     offered_ = creds_ ? wire::kMethodUsername : wire::kMethodNone;
     std::vector<uint8_t> out = wire::encode_greeting(offered_);
     state_ = State::AwaitMethod;

@@ -41,7 +41,9 @@ public:
     Handshake(const Handshake&) = delete;
     Handshake& operator=(const Handshake&) = delete;
 
-    // First bytes to send. Must be called once, before feed().
+    // First bytes to send. Must be called once, before feed(). Fails at
+    // once (state() == Failed, nothing to send) when the credentials cannot
+    // be encoded (empty, or longer than 255 bytes).
     std::vector<uint8_t> start();
     // Bytes received from the server; may be any fragment of the stream.
     Step feed(std::span<const uint8_t> data);

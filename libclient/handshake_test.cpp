@@ -126,6 +126,18 @@ TEST(Handshake, UnknownAtypInReply) {
     EXPECT_EQ(h.error(), Code::ProtocolError);
 }
 
+TEST(Handshake, UnencodableCredentialsFailAtStart) {
+    for (auto creds : {Credentials{"", "pw"}, Credentials{"u", ""}, Credentials{std::string(256, 'u'), "pw"},
+                       Credentials{"u", std::string(256, 'p')}}) {
+        for (bool pipelined : {false, true}) {
+            Handshake h(creds, src(), pipelined);
+            EXPECT_TRUE(h.start().empty());
+            EXPECT_EQ(h.state(), Handshake::State::Failed);
+            EXPECT_EQ(h.error(), Code::AuthFailed);
+        }
+    }
+}
+
 TEST(Handshake, IPv6RequestCarriesIPv6Source) {
     Handshake h(std::nullopt, *s5::wire::Endpoint::parse_ip("::1", 0), false);
     h.start();

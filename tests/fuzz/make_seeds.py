@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora under tests/fuzz/corpus/ (run from anywhere).
+
+The seeds are committed; rerun this after changing an input layout of a
+target (documented at the top of each tests/fuzz/fuzz_*.cpp). Files that
+came from fuzzing findings (named finding-*) are left alone.
+"""
+import os
+import shutil
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "corpus")
+
+
+def write(target, name, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def reset(target):
+    d = os.path.join(CORPUS, target)
+    if os.path.isdir(d):
+        for n in os.listdir(d):
+            if not n.startswith("finding-"):
+                os.remove(os.path.join(d, n))
+
+
+V4 = bytes([127, 0, 0, 1])
+V6 = bytes(15) + b"\x01"
+PORT = struct.pack(">H", 1080)
+
+
+def reply(rep=0, atyp=1, addr=V4, port=PORT, ver=5, rsv=0):
+    if atyp == 3:
+        return bytes([ver, rep, rsv, 3, len(addr)]) + addr + port
+    return bytes([ver, rep, rsv, atyp]) + addr + port
+
+
+# ---- fuzz_server_replies: opts | nsplit | splits | stream ----------------------
+def server_replies():
+    t = "fuzz_server_replies"
+    reset(t)
+
+    def seed(name, opts, stream, splits=()):
+        write(t, name, bytes([opts, len(splits)]) + bytes(splits) + stream)
+
+    seed("none-v4", 0, b"\x05\x00" + reply())
+    seed("none-v6", 4, b"\x05\x00" + reply(atyp=4, addr=V6))
+    seed("none-domain", 0, b"\x05\x00" + reply(atyp=3, addr=b"relay.example"))
+    seed("none-domain-empty", 0, b"\x05\x00" + reply(atyp=3, addr=b""))
+    seed("pipelined-none-v4", 2, b"\x05\x00" + reply(), splits=(1, 3))
+    seed("creds-v4", 1, b"\x05\x02\x01\x00" + reply())
+    seed("creds-pipelined-v6-split", 3 | 0x18, b"\x05\x02\x01\x00" + reply(atyp=4, addr=V6), splits=(1, 2, 3, 5, 9))
+    seed("creds-auth-ver5", 1, b"\x05\x02\x05\x00" + reply())
+    seed("creds-auth-rejected", 1, b"\x05\x02\x01\x01")
+    seed("creds-method-ff", 1, b"\x05\xff")
+    seed("none-method-ff", 0, b"\x05\xff")
+    seed("none-method-mismatch", 0, b"\x05\x02\x01\x00" + reply())
+    for rep in range(1, 10):
+        seed("rep-%d" % rep, 0, b"\x05\x00" + reply(rep=rep))
+    seed("rep-ff-creds", 1, b"\x05\x02\x01\x00" + reply(rep=0xFF))
+    seed("bad-version-socks4", 0, b"\x00\x5a\x00\x00\x00\x00\x00\x00")
+    seed("bad-version-reply", 0, b"\x05\x00\x04\x00\x00\x01" + V4 + PORT)
+    seed("unknown-atyp", 0, b"\x05\x00\x05\x00\x00\x02" + V4 + PORT)
+    seed("truncated-reply", 0, b"\x05\x00\x05\x00\x00\x04" + V6[:7], splits=(2,))
+    seed("trailing-bytes", 0, b"\x05\x00" + reply() + b"garbage")
+    seed("rsv-nonzero", 0, b"\x05\x00" + reply(rsv=0x7F))
+    seed("http", 0, b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    seed("empty", 0, b"")
+
+
+# ---- fuzz_udp_header: opts | datagram ---------------------------------------------
+def udp_header():
+    t = "fuzz_udp_header"
+    reset(t)
+    h4 = b"\x00\x00\x00\x01" + bytes([198, 51, 100, 7]) + struct.pack(">H", 53)
+    h6 = b"\x00\x00\x00\x04" + bytes.fromhex("20010db8000000000000000000000053") + struct.pack(">H", 443)
+    payload = b"hello, datagram"
+    write(t, "v4-big-buf", bytes([14]) + h4 + payload)
+    write(t, "v4-small-buf-trunc", bytes([2 | 16]) + h4 + payload)
+    write(t, "v4-empty-payload", bytes([5]) + h4)
+    write(t, "v6-big-buf", bytes([14]) + h6 + payload)
+    write(t, "v6-len12", bytes([5]) + h6 + payload)
+    write(t, "v6-len13-peek", bytes([6 | 32]) + h6 + payload * 3)
+    write(t, "v6-len0-trunc", bytes([0 | 16]) + h6 + payload)
+    write(t, "v6-len23-shortfrom", bytes([9 | 128]) + h6 + payload)
+    write(t, "v6-exact-header", bytes([8]) + h6)
+    write(t, "frag1", bytes([14]) + h4[:2] + b"\x01" + h4[3:] + payload)
+    write(t, "rsv-nonzero", bytes([14]) + b"\x01" + h4[1:] + payload)
+    write(t, "domain", bytes([14]) + b"\x00\x00\x00\x03\x07example" + struct.pack(">H", 80) + payload)
+    write(t, "short-v6", bytes([14]) + h6[:15])
+    write(t, "stranger", bytes([14 | 64]) + h4 + payload)
+    write(t, "empty", bytes([3]))
+
+
+# ---- fuzz_lease_event: 64-byte records -----------------------------------------
+def lease_event():
+    t = "fuzz_lease_event"
+    reset(t)
+
+    def rec(typ, gen, rfam=4, rip=bytes([192, 0, 2, 9]), rport=5000, sfam=4, sip=bytes([10, 0, 0, 1]),
+            err=0, s5err=0, version=1, magic=b"S5LE", res6=0, res7=0):
+        r = magic + bytes([version, typ, res6, res7]) + struct.pack(">I", gen)
+        r += bytes([rfam]) + struct.pack(">H", rport) + rip + bytes(16 - len(rip))
+        r += bytes([sfam]) + sip + bytes(16 - len(sip))
+        r += struct.pack(">iI", err, s5err)
+        return r + bytes(64 - len(r))
+
+    v6 = bytes.fromhex("20010db8000000000000000000000099")
+    mapped = bytes(10) + b"\xff\xff" + bytes([192, 0, 2, 9])
+    write(t, "ready-v4", rec(1, 1))
+    write(t, "renewed-v6", rec(2, 2, rfam=6, rip=v6, sfam=6, sip=bytes(15) + b"\x01"))
+    write(t, "lost-errno", rec(3, 3, rfam=0, rip=b"", sfam=0, sip=b"", err=110, s5err=1006))
+    write(t, "lost-noreason", rec(3, 1, rfam=0, rip=b"", sfam=0, sip=b""))
+    write(t, "ready-mapped", rec(1, 1, rfam=6, rip=mapped))
+    write(t, "ready-no-relay", rec(1, 1, rfam=0, rip=b""))
+    write(t, "bad-magic", rec(1, 1, magic=b"S5LF"))
+    write(t, "bad-version", rec(1, 1, version=2))
+    write(t, "bad-type", rec(4, 1))
+    write(t, "bad-family", rec(1, 1, rfam=5))
+    write(t, "short", rec(1, 1)[:63])
+    write(t, "stale-tail-bytes", rec(1, 1)[:19] + b"\xAA" * 12 + rec(1, 1)[31:])
+    # Sequences (one record per 64 bytes; byte 6 bit 0 = lease B, bit 1 =
+    # look at once; byte 7 bit 7 = write one byte long, bit 6 = one short).
+    write(t, "seq-a-ready-renew-stale-lost",
+          rec(1, 1) + rec(2, 2, rip=bytes([192, 0, 2, 10])) + rec(2, 1, rip=bytes([192, 0, 2, 11])) + rec(3, 3, err=104))
+    write(t, "seq-b-renew-shared-relay",
+          rec(2, 1, res6=1) + rec(1, 1, res6=2) + rec(2, 2, res6=3) + rec(2, 5, rip=bytes([192, 0, 2, 1]), rport=4000))
+    write(t, "seq-b-gen0-and-long",
+          rec(1, 0, res6=1) + rec(2, 7, res6=1, res7=0x80) + rec(2, 8, res6=1, res7=0x40) + rec(2, 9, res6=1))
+    many = b"".join(rec(2, g, rip=bytes([192, 0, 2, g]), res6=g & 3) for g in range(1, 13))
+    write(t, "seq-many-relays", many)
+
+
+# ---- fuzz_config: JSON text ---------------------------------------------------------
+DESIGN_EXAMPLE = """{
+  "servers": [
+    {"name": "corp", "address": "192.0.2.10", "port": 1080,
+     "auth": {"method": "username", "username": "app", "password_file": "/etc/s5broker/corp.pw"},
+     "relay_address_override": null},
+    {"name": "backup", "address": "2001:db8::10", "port": 1080, "auth": {"method": "none"}}
+  ],
+  "routes": [{"destination": "0.0.0.0/0", "servers": ["corp", "backup"]},
+             {"destination": "::/0", "servers": ["corp"]}],
+  "pool": {"min_idle": 2, "max_associations": 4096, "max_idle_age_s": 600},
+  "keepalive": {"idle_s": 10, "interval_s": 3, "count": 3},
+  "lease_grace_s": 30,
+  "limits": {"leases_per_uid": 256, "leases_total": 16384},
+  "allowed_groups": ["s5broker"]
+}
+"""
+
+
+def config():
+    t = "fuzz_config"
+    reset(t)
+    write(t, "design-example.json", DESIGN_EXAMPLE)
+    write(t, "minimal.json", '{"servers":[{"name":"a","address":"127.0.0.1","port":1080}]}')
+    write(t, "override-pipelining.json",
+          '{"servers":[{"name":"nat","address":"::1","port":1,"relay_address_override":"203.0.113.5",'
+          '"pipelining":true}],"routes":[{"destination":"10.0.0.0/8","servers":["nat"]},'
+          '{"destination":"10.1.2.3","servers":["nat"]},{"destination":"2001:db8::/32","servers":["nat"]}]}')
+    write(t, "bad-dup-name.json",
+          '{"servers":[{"name":"a","address":"127.0.0.1","port":1},{"name":"a","address":"127.0.0.2","port":1}]}')
+    write(t, "bad-unknown-route-server.json",
+          '{"servers":[{"name":"a","address":"127.0.0.1","port":1}],'
+          '"routes":[{"destination":"0.0.0.0/0","servers":["b"]}]}')
+    write(t, "bad-host-bits.json",
+          '{"servers":[{"name":"a","address":"127.0.0.1","port":1}],'
+          '"routes":[{"destination":"10.0.0.1/8","servers":["a"]}]}')
+    write(t, "bad-dup-key.json", '{"servers":[],"servers":[]}')
+    write(t, "bad-json.json", '{"servers":[{"name":"a",')
+    write(t, "bad-types.json",
+          '{"servers":[{"name":"a b","address":"0.0.0.0","port":70000,"auth":{"method":"gssapi"}}],'
+          '"pool":{"min_idle":5000},"limits":{"leases_per_uid":10,"leases_total":1},"allowed_groups":[""]}')
+    write(t, "bad-control-chars.json", '{"serv\\u0000ers\\n":1}')
+
+
+if __name__ == "__main__":
+    server_replies()
+    udp_header()
+    lease_event()
+    config()
