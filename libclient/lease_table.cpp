@@ -78,6 +78,27 @@ std::optional<LeaseInfo> LeaseTable::add(int fd, int lease_fd, const Endpoint* r
     return l.info;
 }
 
+std::optional<LeaseInfo> LeaseTable::add_direct(int fd, const Endpoint& relay, const Endpoint& source) {
+    struct stat st;
+    if (::fstat(fd, &st) < 0) return std::nullopt;
+    std::lock_guard<std::mutex> g(m_);
+    remove_locked(fd);
+    if (leases_.size() >= sweep_at_) sweep_locked();
+    Lease& l = leases_[fd];
+    l.dev = st.st_dev;
+    l.ino = st.st_ino;
+    l.info.fd = fd;
+    l.info.direct = true;
+    set_relay_locked(l, relay);
+    Endpoint src = normalized(source);
+    src.port = 0;
+    l.info.source = src;
+    l.info.generation = 1;
+    l.info.state = LeaseState::Active;
+    l.info.completed = true;
+    return l.info;
+}
+
 void LeaseTable::remove(int fd) {
     std::lock_guard<std::mutex> g(m_);
     remove_locked(fd);
@@ -105,6 +126,9 @@ std::optional<LeaseInfo> LeaseTable::route(const Endpoint& relay) {
         if (l == leases_.end()) return std::nullopt;
         snap = l->second.info;
     }
+    // A direct association's fd is its TCP control connection: nothing to
+    // read there, and no renewal to follow.
+    if (snap.direct) return snap;
     if (snap.state != LeaseState::Lost) {
         // Normally nothing is queued: EAGAIN, and the snapshot is current.
         // MSG_PEEK: if the application closed the lease and the number now
@@ -149,7 +173,7 @@ std::optional<LeaseInfo> LeaseTable::refresh_locked(int fd) {
         remove_locked(fd);  // closed by the application, maybe reused
         return std::nullopt;
     }
-    drain_locked(it->second, fd);
+    if (!it->second.info.direct) drain_locked(it->second, fd);
     return it->second.info;
 }
 

@@ -45,6 +45,7 @@ struct LeaseInfo {
     int err = 0;                    // lost: errno to report
     int s5err = 0;                  // lost: socks5_errno to report
     bool completed = false;         // socks5udp_associate() has returned 0 for it
+    bool direct = false;            // direct mode: fd is the TCP control connection
 };
 
 struct EndpointHash {
@@ -73,6 +74,15 @@ public:
     // is read, so the socket becomes readable when Ready or Lost arrives,
     // however soon that is.
     std::optional<LeaseInfo> add(int fd, int lease_fd, const s5::wire::Endpoint* relay);
+
+    // Records the direct-mode association (direct.hpp) whose control
+    // connection is `fd` itself: active and completed at once, with `relay`
+    // and the `source` IP datagrams must come from. Nothing is ever read
+    // from `fd` (it is a TCP stream, not a lease socket) and it is never
+    // renewed or marked lost: datagram calls keep using `relay` even after
+    // the control connection ended. nullopt if `fd` cannot be fstat()ed.
+    std::optional<LeaseInfo> add_direct(int fd, const s5::wire::Endpoint& relay,
+                                        const s5::wire::Endpoint& source);
 
     void remove(int fd);
 

@@ -420,4 +420,36 @@ TEST(LeaseTable, ForkedChildKeepsTheTable) {
     t.remove(p.app);
 }
 
+// Direct mode: the descriptor is the TCP control connection itself. Data
+// on it (as a server might send) is never read as lease events.
+TEST(LeaseTable, DirectAssociationIsActiveAndNeverReadFrom) {
+    LeaseTable t;
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    const Endpoint relay = ep("127.0.0.1", 5000);
+    auto info = t.add_direct(sv[0], relay, ep("::ffff:127.0.0.1", 1234));
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->state, LeaseState::Active);
+    EXPECT_TRUE(info->direct);
+    EXPECT_TRUE(info->completed);
+    EXPECT_EQ(info->relay, relay);
+    EXPECT_EQ(info->source, ep("127.0.0.1"));  // normalized, port 0
+    EXPECT_TRUE(t.is_current_relay(relay));
+    // Bytes and even EOF on the control connection change nothing.
+    ASSERT_EQ(::send(sv[1], "xyz", 3, 0), 3);
+    ::close(sv[1]);
+    auto r = t.route(relay);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->state, LeaseState::Active);
+    auto l = t.lookup(sv[0]);
+    ASSERT_TRUE(l);
+    EXPECT_EQ(l->state, LeaseState::Active);
+    char buf[8];
+    EXPECT_EQ(::recv(sv[0], buf, sizeof buf, MSG_DONTWAIT), 3) << "the table consumed the app's bytes";
+    // Closed: lookup forgets it.
+    ::close(sv[0]);
+    EXPECT_FALSE(t.lookup(sv[0]));
+    EXPECT_FALSE(t.is_current_relay(relay));
+}
+
 }  // namespace

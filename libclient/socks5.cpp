@@ -1,7 +1,9 @@
 // The C API of <s5broker/socks5.h>: argument checks with AIX's errors, then
 // one Associate call to s5brokerd, whose lease fd replaces the caller's Socket
 // and is recorded in the process's lease table; the datagram calls frame for
-// and follow those leases (lease_table.hpp, datagram.hpp).
+// and follow those leases (lease_table.hpp, datagram.hpp). Without a broker
+// (or with S5CLIENT_MODE=direct) the association is made on Socket itself
+// (direct.hpp) and recorded in the same table.
 #include "s5broker/socks5.h"
 
 #include <errno.h>
@@ -18,6 +20,7 @@
 
 #include "broker_link.hpp"
 #include "datagram.hpp"
+#include "direct.hpp"
 #include "errors.hpp"
 #include "lease_table.hpp"
 #include "wire.hpp"
@@ -124,6 +127,16 @@ int complete_lease(int Socket, const s5::client::LeaseInfo& l, const sockaddr* D
     return 0;
 }
 
+// The end of a direct-mode call: Dst gets the rendezvous on success.
+int finish_direct(int Socket, const s5::client::DirectOutcome& r, const sockaddr* Dst) {
+    if (r.rc != 0) return fail(r.err, r.s5err);
+    sockaddr_storage rv{};
+    size_t rvlen = r.relay.to_sockaddr(rv);
+    s5::client::SocketCache::global().forget(Socket);
+    std::memcpy(const_cast<sockaddr*>(Dst), &rv, rvlen);
+    return 0;
+}
+
 // For the C entry points: no C++ exception may cross into C.
 template <typename Fn>
 auto guarded(Fn&& fn, decltype(fn()) on_error) -> decltype(fn()) {
@@ -153,9 +166,14 @@ S5_EXPORT int socks5udp_associate(int Socket, const struct sockaddr* Dst, size_t
         // A lease socket of ours (same descriptor, same socket): a repeated
         // call, as after EINPROGRESS. Any other SEQPACKET socket is EINVAL.
         std::optional<s5::client::LeaseInfo> lease;
+        // A direct association in progress on this socket (non-blocking):
+        // this call continues it, as connect(2) after EINPROGRESS.
+        bool continuing = false;
         if (type == SOCK_SEQPACKET) {
             lease = table.lookup(Socket);
             if (!lease) return fail(EINVAL, 0);
+        } else if (type == SOCK_STREAM && s5::client::direct_in_progress(Socket)) {
+            continuing = true;
         } else if (int e = check_stream_socket(Socket, type)) {
             return fail(e, 0);
         }
@@ -172,9 +190,23 @@ S5_EXPORT int socks5udp_associate(int Socket, const struct sockaddr* Dst, size_t
         int flflags = fcntl(Socket, F_GETFL);
         if (fdflags < 0 || flflags < 0) return fail(EBADF, 0);
         const bool nonblocking = (flflags & O_NONBLOCK) != 0;
+        if (continuing) return finish_direct(Socket, s5::client::direct_continue(Socket, DstLen, nonblocking), Dst);
 
+        // Direct mode: S5CLIENT_MODE=direct, or (auto) no broker on the bus
+        // and a server to go to. Without Svr there is none: ENOENT +
+        // S5_ENOSERV in direct mode; in auto mode the broker's absence is
+        // reported (ECONNREFUSED + S5_ENOSERV), the real cause.
+        const auto mode = s5::client::mode_from_env();
+        if (mode == s5::client::Mode::Direct) {
+            if (!Svr) return fail(ENOENT, S5_ENOSERV);
+            return finish_direct(Socket, s5::client::direct_start(Socket, svr, DstLen, nonblocking), Dst);
+        }
         auto r = s5::client::broker_associate(dst, Svr ? &svr : nullptr, 0, nonblocking);
-        if (!r.ok) return fail_mapped(r.error_name);
+        if (!r.ok) {
+            if (mode == s5::client::Mode::Auto && Svr && s5::client::broker_absent(r.error_name))
+                return finish_direct(Socket, s5::client::direct_start(Socket, svr, DstLen, nonblocking), Dst);
+            return fail_mapped(r.error_name);
+        }
 
         sockaddr_storage rv{};
         size_t rvlen = 0;

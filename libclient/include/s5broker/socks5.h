@@ -4,7 +4,8 @@
  * The AIX call socks5udp_associate() with its exact signature and errors,
  * served by the s5brokerd daemon over D-Bus: the association is already made
  * (pooled) by the broker, which keeps the credentials, and follows it when
- * the broker moves it to another server. See socks5udp_associate(3).
+ * the broker moves it to another server; without a broker it is made on
+ * Socket itself (direct mode, below). See socks5udp_associate(3).
  * All calls are thread-safe and may be used in a forked child.
  *
  * COMPAT_43: Linux's struct sockaddr already has the 4.3BSD layout (no
@@ -53,7 +54,36 @@ int *socks5_errno_location(void);
  * again with the same Socket then returns 0 and fills Dst, or -1 with the
  * failure, as connect(2) does; EALREADY while still pending, EISCONN once
  * it has returned 0. Socket becomes readable again whenever the broker
- * moves the lease to a new relay (see socks5udp_current). */
+ * moves the lease to a new relay (see socks5udp_current).
+ *
+ * Direct mode (no broker). S5CLIENT_MODE=broker: always the broker (not on
+ * the bus: ECONNREFUSED with S5_ENOSERV). S5CLIENT_MODE=direct: always
+ * direct. Unset or "auto" (any other value counts as auto): the broker;
+ * only when it is not on the bus, or there is no bus, and Svr is given,
+ * direct mode instead (a broker that answers with an error is never
+ * bypassed; without Svr the missing broker is reported as above). In direct
+ * mode Socket (AF_INET or AF_INET6) is connected to Svr and becomes the
+ * association's control connection: method greeting, RFC 1929
+ * username/password when SOCKS5_USERNAME is set and non-empty (with
+ * SOCKS5_PASSWORD; both read with secure_getenv() when the connection
+ * starts; no password, or either longer than 255 bytes: EINVAL), UDP
+ * ASSOCIATE for the local address of Socket, port 0. On success Dst gets the
+ * relay (BND, 0.0.0.0/:: replaced by Svr's address), closing Socket ends
+ * the association, and socks5udp_sendto/recvfrom/current work with it; it
+ * is never renewed: if the control connection dies, socks5udp_sendto keeps
+ * sending to the (dead) relay. Errors as above, plus: ENOENT with
+ * S5_ENOSERV when Svr is NULL (no server known); EAFNOSUPPORT for an IPv6
+ * Svr on an AF_INET Socket; connect(2)'s own errors (ECONNREFUSED,
+ * ETIMEDOUT, ENETUNREACH, ... with socks5_errno 0); EPROTO with S5_EPROTO
+ * when the server hangs up or answers malformed. A blocking Socket waits at
+ * most SO_SNDTIMEO / SO_RCVTIMEO per wait when either is set, else 10 s in
+ * all: ETIMEDOUT. A non-blocking Socket behaves as connect(2): EINPROGRESS
+ * at once; poll(2) it (POLLOUT until connected, then POLLIN) and call again:
+ * each call advances the handshake without blocking and returns -1/EALREADY
+ * while in progress, then 0 with Dst filled or -1 with the failure. On
+ * failure Socket is disconnected again (connect with AF_UNSPEC) and Dst is
+ * untouched, but a connect cannot be fully undone: Socket keeps the local
+ * port the kernel bound it to. */
 int socks5udp_associate(int Socket, const struct sockaddr *Dst, size_t DstLen,
                         const struct sockaddr *Svr, size_t SvrLen);
 
