@@ -33,10 +33,6 @@ const std::string kMethodNone("\x05\x00", 2);
 // VER 5, REP 0, RSV, ATYP 1, 127.0.0.1, port 7
 const std::string kReplyOk("\x05\x00\x00\x01\x7f\x00\x00\x01\x00\x07", 10);
 
-sockaddr* sa(sockaddr_storage& ss) { return reinterpret_cast<sockaddr*>(&ss); }
-socklen_t len_of(const sockaddr_storage& ss) {
-    return ss.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-}
 
 int open_fds(pid_t pid) {
     int n = 0;

@@ -24,11 +24,6 @@ namespace {
 
 using namespace s5test;
 
-DantedOptions username_auth() {
-    DantedOptions o;
-    o.username_auth = true;
-    return o;
-}
 
 // One environment for the whole suite: starting danted and the broker costs
 // about a second, and every test leaves no lease behind.
@@ -76,7 +71,6 @@ protected:
 };
 
 
-const sockaddr* sa(const sockaddr_storage& ss) { return reinterpret_cast<const sockaddr*>(&ss); }
 
 struct Fd {
     int fd;

@@ -27,11 +27,6 @@ namespace {
 
 using namespace s5test;
 
-DantedOptions username_auth() {
-    DantedOptions o;
-    o.username_auth = true;
-    return o;
-}
 
 struct Env {
     TempDir dir;
@@ -42,10 +37,6 @@ struct Env {
 
 Env* env = nullptr;
 
-sockaddr* sa(sockaddr_storage& ss) { return reinterpret_cast<sockaddr*>(&ss); }
-size_t len_of(const sockaddr_storage& ss) {
-    return ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
-}
 
 struct Fd {
     int fd;
@@ -56,28 +47,6 @@ struct Fd {
     Fd(const Fd&) = delete;
 };
 
-// One datagram through `rendezvous` to the echo service at `target` with
-// socks5udp_sendto / socks5udp_recvfrom; the echoed payload or nullopt.
-std::optional<std::string> echo_via_library(const sockaddr_storage& rendezvous, const sockaddr_storage& target,
-                                            const std::string& payload,
-                                            std::chrono::milliseconds timeout = 1000ms) {
-    int u = ::socket(rendezvous.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_storage t = target, r = rendezvous;
-    std::string msg = payload;
-    std::optional<std::string> out;
-    if (socks5udp_sendto(u, msg.data(), msg.size(), 0, sa(t), len_of(t), sa(r), len_of(r)) == 0) {
-        pollfd p{u, POLLIN, 0};
-        if (poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
-            char buf[2048];
-            sockaddr_storage from{};
-            socklen_t flen = sizeof from;
-            ssize_t n = socks5udp_recvfrom(u, buf, sizeof buf, MSG_DONTWAIT, sa(from), &flen);
-            if (n >= 0) out = std::string(buf, static_cast<size_t>(n));
-        }
-    }
-    ::close(u);
-    return out;
-}
 
 class Direct : public ::testing::Test {
 protected:

@@ -27,6 +27,7 @@
 
 #include <gtest/gtest.h>
 
+#include "s5broker/socks5.h"
 #include "wire.hpp"
 
 namespace s5test {
@@ -585,6 +586,32 @@ void FakeSocksServer::play(int fd) {
         }
     }
     ::close(fd);
+}
+
+DantedOptions username_auth() {
+    DantedOptions o;
+    o.username_auth = true;
+    return o;
+}
+
+std::optional<std::string> echo_via_library(const sockaddr_storage& rendezvous, const sockaddr_storage& target,
+                                            const std::string& payload, std::chrono::milliseconds timeout) {
+    int u = ::socket(rendezvous.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_storage t = target, r = rendezvous;
+    std::string msg = payload;
+    std::optional<std::string> out;
+    if (socks5udp_sendto(u, msg.data(), msg.size(), 0, sa(t), len_of(t), sa(r), len_of(r)) == 0) {
+        pollfd p{u, POLLIN, 0};
+        if (poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
+            char buf[2048];
+            sockaddr_storage from{};
+            socklen_t flen = sizeof from;
+            ssize_t n = socks5udp_recvfrom(u, buf, sizeof buf, MSG_DONTWAIT, sa(from), &flen);
+            if (n >= 0) out = std::string(buf, static_cast<size_t>(n));
+        }
+    }
+    ::close(u);
+    return out;
 }
 
 sockaddr_storage sockaddr_of(const std::string& ip, uint16_t port, size_t* len) {

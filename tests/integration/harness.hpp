@@ -4,6 +4,7 @@
 // when a test fails.
 #pragma once
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -240,6 +241,22 @@ private:
     std::mutex m_;
     std::thread acceptor_;
 };
+
+inline sockaddr* sa(sockaddr_storage& ss) { return reinterpret_cast<sockaddr*>(&ss); }
+inline const sockaddr* sa(const sockaddr_storage& ss) { return reinterpret_cast<const sockaddr*>(&ss); }
+// The length of the sockaddr_in / sockaddr_in6 in `ss`.
+inline socklen_t len_of(const sockaddr_storage& ss) {
+    return ss.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+}
+
+DantedOptions username_auth();   // socksmethod: username, the rest default
+
+// One datagram through `rendezvous` (a lease's, as the application knows
+// it) to `target` with socks5udp_sendto, one reply in with
+// socks5udp_recvfrom: the echoed payload, or nullopt on error or timeout.
+std::optional<std::string> echo_via_library(const sockaddr_storage& rendezvous, const sockaddr_storage& target,
+                                            const std::string& payload,
+                                            std::chrono::milliseconds timeout = 1000ms);
 
 // A sockaddr_in / sockaddr_in6 for an IP literal; *len gets its size.
 sockaddr_storage sockaddr_of(const std::string& ip, uint16_t port, size_t* len = nullptr);

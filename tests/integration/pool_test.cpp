@@ -28,11 +28,7 @@ constexpr const char* kLeaseIface = "org.s5broker.Broker1.Lease";
 constexpr const char* kServerIface = "org.s5broker.Broker1.Server";
 
 
-socklen_t len_of(const sockaddr_storage& ss) {
-    return ss.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-}
 
-sockaddr* sa(sockaddr_storage& ss) { return reinterpret_cast<sockaddr*>(&ss); }
 
 std::string show(const sockaddr_storage& ss) {
     char ip[INET6_ADDRSTRLEN] = "?";
@@ -85,28 +81,6 @@ bool associate(AppLease& l, const sockaddr_storage& target, const sockaddr_stora
                                server ? len_of(svr) : 0) == 0;
 }
 
-// One datagram out with socks5udp_sendto to the lease's ORIGINAL rendezvous,
-// one reply in with socks5udp_recvfrom. nullopt on error or timeout.
-std::optional<std::string> echo_via_library(const sockaddr_storage& rendezvous, const sockaddr_storage& target,
-                                            const std::string& payload,
-                                            std::chrono::milliseconds timeout = 1000ms) {
-    int u = ::socket(rendezvous.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_storage t = target, r = rendezvous;
-    std::string msg = payload;
-    std::optional<std::string> out;
-    if (socks5udp_sendto(u, msg.data(), msg.size(), 0, sa(t), len_of(t), sa(r), len_of(r)) == 0) {
-        pollfd p{u, POLLIN, 0};
-        if (poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
-            char buf[2048];
-            sockaddr_storage from{};
-            socklen_t flen = sizeof from;
-            ssize_t n = socks5udp_recvfrom(u, buf, sizeof buf, MSG_DONTWAIT, sa(from), &flen);
-            if (n >= 0) out = std::string(buf, static_cast<size_t>(n));
-        }
-    }
-    ::close(u);
-    return out;
-}
 
 class PoolTest : public ::testing::Test {
 protected:

@@ -34,10 +34,6 @@ long rss_kib(pid_t pid) {
     return p == std::string::npos ? -1 : std::strtol(st.c_str() + p + 6, nullptr, 10);
 }
 
-sockaddr* sa(sockaddr_storage& ss) { return reinterpret_cast<sockaddr*>(&ss); }
-socklen_t len_of(const sockaddr_storage& ss) {
-    return ss.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-}
 
 struct Counters {
     std::atomic<long> associations{0}, associate_failures{0}, sent{0}, echoed{0};
