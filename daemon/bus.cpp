@@ -1,10 +1,13 @@
 #include "bus.hpp"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sdbus-c++/sdbus-c++.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "broker_adaptor.h"
 #include "log.hpp"
@@ -24,6 +27,17 @@ constexpr uint32_t kMaxTimeoutMs = 120000;
 sdbus::Error bus_error(Code c, const std::string& message) { return sdbus::Error(s5::err::full_name(c), message); }
 
 sdbus::Error invalid_args(const std::string& message) { return bus_error(Code::InvalidArgs, message); }
+
+// Replies to a deferred call with an error; a reply that cannot be sent
+// (the caller left, the bus is gone) is logged and dropped.
+template <typename Result>
+void reply_error(const Result& res, Code code, const std::string& message) {
+    try {
+        res.returnError(bus_error(code, message));
+    } catch (...) {
+        log::warning("cannot send an error reply: %s", message.c_str());
+    }
+}
 
 // Runs a synchronous handler body; anything that is not already an
 // sdbus::Error becomes a ServerFailure reply instead of unwinding into C.
@@ -105,26 +119,32 @@ private:
             req.uid = c.uid;
             req.owner = c.sender;
             bus_.manager().associate(std::move(req), [res](AssociateResult&& r) {
-                try {
-                    if (auto* g = std::get_if<Grant>(&r)) {
-                        // UnixFd dups the fd into the message; our copy closes
-                        // with `g`, so the application holds the only one.
-                        res->returnResults(sdbus::ObjectPath(g->lease_path), sdbus::UnixFd(g->lease_fd.get()),
-                                           g->relay.ip_bytes(), g->relay.port);
-                    } else {
-                        const auto& f = std::get<Failure>(r);
-                        res->returnError(bus_error(f.code, f.message));
+                if (auto* g = std::get_if<Grant>(&r)) {
+                    // Our own duplicate for the message, so that running out
+                    // of descriptors is an errno here, not an exception from
+                    // inside sdbus-c++. The lease's copy closes with `g`, so
+                    // the application holds the only one.
+                    int fd = fcntl(g->lease_fd.get(), F_DUPFD_CLOEXEC, 3);
+                    if (fd < 0) {
+                        int e = errno;
+                        log::warning("cannot pass a lease fd: %s", strerror(e));
+                        reply_error(*res, Code::ServerFailure,
+                                    std::string("cannot pass the lease to the caller: ") + strerror(e));
+                        return;
                     }
-                } catch (const std::exception& e) {
-                    // Typically out of fds to pass the lease fd with. The
-                    // lease goes with the Grant; the caller gets an answer.
-                    log::warning("cannot send Associate reply: %s", e.what());
                     try {
-                        res->returnError(bus_error(Code::ServerFailure,
-                                                   std::string("cannot pass the lease to the caller: ") + e.what()));
-                    } catch (const std::exception& e2) {
-                        log::warning("cannot send Associate error reply either: %s", e2.what());
+                        res->returnResults(sdbus::ObjectPath(g->lease_path), sdbus::UnixFd(fd, sdbus::adopt_fd),
+                                           g->relay.ip_bytes(), g->relay.port);
+                    } catch (...) {
+                        // Not bound: the exception comes from libsdbus-c++
+                        // and may be all we can say (sd-bus dups the fd once
+                        // more, which fails the same way when fds run out).
+                        log::warning("cannot send an Associate reply (out of file descriptors?)");
+                        reply_error(*res, Code::ServerFailure, "cannot pass the lease to the caller");
                     }
+                } else {
+                    const auto& f = std::get<Failure>(r);
+                    reply_error(*res, f.code, f.message);
                 }
             });
         } catch (const sdbus::Error& e) {

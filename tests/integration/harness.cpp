@@ -426,10 +426,12 @@ bool Broker::start(std::chrono::milliseconds timeout) {
     std::snprintf(un.sun_path, sizeof un.sun_path, "%s", notify_.c_str());
     ::unlink(notify_.c_str());
     if (ns < 0 || ::bind(ns, reinterpret_cast<sockaddr*>(&un), sizeof un) < 0) die("bind notify socket");
-    std::vector<std::string> env{"DBUS_SYSTEM_BUS_ADDRESS=" + bus_.address(), "NOTIFY_SOCKET=" + notify_};
-    env.insert(env.end(), env_.begin(), env_.end());
     proc_ = std::make_unique<Process>(
-        Process::Options{{S5BROKERD_PATH, "--config", config_, "--debug"}, env, log_, false, nofile_});
+        Process::Options{{S5BROKERD_PATH, "--config", config_, "--debug"},
+                         {"DBUS_SYSTEM_BUS_ADDRESS=" + bus_.address(), "NOTIFY_SOCKET=" + notify_},
+                         log_,
+                         false,
+                         nofile_});
     auto deadline = std::chrono::steady_clock::now() + timeout;
     bool ready = false;
     while (!ready && proc_->running() && std::chrono::steady_clock::now() < deadline) {

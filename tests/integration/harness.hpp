@@ -160,7 +160,6 @@ public:
     ~Broker();
     bool start(std::chrono::milliseconds timeout = 10000ms);   // false: exited or no READY
     void set_nofile(unsigned long n) { nofile_ = n; }
-    void add_env(const std::string& kv) { env_.push_back(kv); }
     std::optional<int> stop(int sig = 15);
     Process& process() { return *proc_; }
     std::string log() const;
@@ -171,7 +170,6 @@ private:
     const PrivateBus& bus_;
     std::string config_, log_, notify_;
     unsigned long nofile_ = 0;
-    std::vector<std::string> env_;
     std::unique_ptr<Process> proc_;
 };
 
