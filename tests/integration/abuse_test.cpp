@@ -75,7 +75,9 @@ protected:
     }
 
     void TearDown() override {
-        if (HasFailure() && broker) std::cerr << "--- s5brokerd log ---\n" << broker->log();
+        // The broker's fate first: CI shows the head of long output.
+        if (HasFailure() && broker)
+            std::cerr << "--- s5brokerd " << broker->process().describe() << "; its log ---\n" << broker->log();
     }
 
     sockaddr_storage target() { return sockaddr_of("127.0.0.1", echo.port()); }
@@ -230,7 +232,13 @@ TEST_F(Abuse, CallsOnALeaseObjectThatIsGone) {
 
 TEST_F(Abuse, TwoHundredClientsKilledWhileHoldingLeases) {
     start_broker();
+    // What the broker holds with no lease; with min_idle 0 nothing else
+    // comes and goes, but take the smallest of a few looks to be sure.
     int baseline = open_fds(broker->process().pid());
+    for (int i = 0; i < 5; ++i) {
+        std::this_thread::sleep_for(20ms);
+        baseline = std::min(baseline, open_fds(broker->process().pid()));
+    }
     constexpr int kClients = 200;
     std::vector<pid_t> kids;
     int ready[2];
@@ -262,7 +270,9 @@ TEST_F(Abuse, TwoHundredClientsKilledWhileHoldingLeases) {
     for (pid_t p : kids) ::kill(p, SIGKILL);
     for (pid_t p : kids) waitpid(p, nullptr, 0);
     EXPECT_TRUE(eventually([&] { return client->lease_count() == 0; }, 10s)) << client->lease_count();
-    EXPECT_TRUE(eventually([&] { return open_fds(broker->process().pid()) == baseline; }, 10s))
+    // A leak of one fd per lease would leave 200 more; fewer than the
+    // baseline is a transient of the baseline look, not a leak.
+    EXPECT_TRUE(eventually([&] { return open_fds(broker->process().pid()) <= baseline; }, 10s))
         << "broker fds: " << open_fds(broker->process().pid()) << ", baseline " << baseline;
 }
 

@@ -211,6 +211,14 @@ std::optional<int> Process::stop(int sig, std::chrono::milliseconds timeout) {
     return wait(timeout);
 }
 
+std::string Process::describe() {
+    if (running()) return "running";
+    if (WIFEXITED(*status_)) return "exited with status " + std::to_string(WEXITSTATUS(*status_));
+    if (WIFSIGNALED(*status_))
+        return "killed by signal " + std::to_string(WTERMSIG(*status_)) + " (" + strsignal(WTERMSIG(*status_)) + ")";
+    return "status " + std::to_string(*status_);
+}
+
 void Process::kill_group(int sig) {
     if (pid_ > 0) ::kill(-pid_, sig);
 }

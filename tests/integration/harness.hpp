@@ -62,6 +62,8 @@ public:
     std::optional<int> stop(int sig = 15, std::chrono::milliseconds timeout = 5000ms);
     std::optional<int> wait(std::chrono::milliseconds timeout);
     void kill_group(int sig);
+    // "running", "exited with status N" or "killed by signal N (NAME)".
+    std::string describe();
 
 private:
     pid_t pid_ = -1;
