@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "fd_reserve.hpp"
 #include "log.hpp"
 
 namespace s5d {
@@ -65,9 +66,10 @@ Association::~Association() {
 void Association::start_connect() {
     sockaddr_storage ss{};
     socklen_t len = static_cast<socklen_t>(server_.to_sockaddr(ss));
-    fd_.reset(::socket(server_.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
+    fd_.reset(outside_reserve(::socket(server_.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP)));
     if (!fd_) {
-        // EMFILE/ENFILE/ENOBUFS: report as the deadline would, from the loop.
+        // EMFILE (also: into the reserve)/ENFILE/ENOBUFS: report as the
+        // deadline would, from the loop.
         pending_error_ = errno;
         deadline_.arm_in(std::chrono::microseconds(0));
         return;

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "broker_adaptor.h"
+#include "fd_reserve.hpp"
 #include "log.hpp"
 #include "s5broker_version.h"
 
@@ -124,7 +125,7 @@ private:
                     // of descriptors is an errno here, not an exception from
                     // inside sdbus-c++. The lease's copy closes with `g`, so
                     // the application holds the only one.
-                    int fd = fcntl(g->lease_fd.get(), F_DUPFD_CLOEXEC, 3);
+                    int fd = outside_reserve(fcntl(g->lease_fd.get(), F_DUPFD_CLOEXEC, 3));
                     if (fd < 0) {
                         int e = errno;
                         log::warning("cannot pass a lease fd: %s", strerror(e));
@@ -327,7 +328,8 @@ private:
 
 // ---- Bus -------------------------------------------------------------------
 
-Bus::Bus(sdbus::IConnection& conn, Manager& manager) : conn_(conn), manager_(manager) {
+Bus::Bus(sdbus::IConnection& conn, Manager& manager)
+    : flush_timer_(manager.loop(), [this] { flush_changes(); }), conn_(conn), manager_(manager) {
     dbus_proxy_ = sdbus::createProxy(conn_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
     dbus_proxy_->uponSignal("NameOwnerChanged")
         .onInterface("org.freedesktop.DBus")
@@ -408,7 +410,21 @@ void Bus::on_name_owner_changed(const std::string& name, const std::string& old_
 }
 
 void Bus::lease_count_changed() {
-    if (manager_obj_) manager_obj_->lease_count_changed();
+    manager_dirty_ = true;
+    schedule_flush();
+}
+
+void Bus::schedule_flush() {
+    if (!flush_timer_.armed()) flush_timer_.arm_in(std::chrono::microseconds(0));
+}
+
+void Bus::flush_changes() {
+    if (manager_dirty_ && manager_obj_) manager_obj_->lease_count_changed();
+    manager_dirty_ = false;
+    auto dirty = std::move(dirty_servers_);
+    dirty_servers_.clear();
+    for (const auto& name : dirty)
+        if (auto it = servers_.find(name); it != servers_.end()) it->second->changed();
 }
 
 void Bus::lease_added(Lease& lease) {
@@ -446,7 +462,8 @@ std::optional<std::string> Bus::reload() {
 }
 
 void Bus::server_changed(ServerPool& pool) {
-    if (auto it = servers_.find(pool.name()); it != servers_.end()) it->second->changed();
+    dirty_servers_.insert(pool.name());
+    schedule_flush();
 }
 
 void Bus::lease_lost(Lease& lease, const std::string& why) {

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "event_loop.hpp"
 #include "manager.hpp"
 
 namespace sdbus { class IConnection; class IProxy; class Message; }
@@ -58,6 +59,14 @@ public:
 private:
     void on_name_owner_changed(const std::string& name, const std::string& old_owner, const std::string& new_owner);
     void lease_count_changed();
+    // PropertiesChanged of the Manager and Server objects go out after the
+    // current event is handled, coalesced: the Associate reply is not
+    // queued behind them, and a burst of grants costs one signal.
+    void schedule_flush();
+    void flush_changes();
+    Timer flush_timer_;
+    bool manager_dirty_ = false;
+    std::set<std::string> dirty_servers_;
 
     sdbus::IConnection& conn_;
     Manager& manager_;

@@ -3,11 +3,14 @@
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
 
+#include "fd_reserve.hpp"
 #include "log.hpp"
 
 namespace s5d {
@@ -41,12 +44,22 @@ Lease::Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, s5::wir
     // non-blocking; the application's end gets its Socket's flags later.
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         throw std::system_error(errno, std::generic_category(), "socketpair");
+    // The higher number tells whether the pair reached into the reserve.
+    if (outside_reserve(std::max(sv[0], sv[1])) < 0) {
+        ::close(std::min(sv[0], sv[1]));
+        throw std::system_error(EMFILE, std::generic_category(), "socketpair");
+    }
     broker_end_.reset(sv[0]);
     client_end_.reset(sv[1]);
     int fl = fcntl(broker_end_.get(), F_GETFL);
     if (fl < 0 || fcntl(broker_end_.get(), F_SETFL, fl | O_NONBLOCK) < 0)
         throw std::system_error(errno, std::generic_category(), "fcntl");
-    watch_ = IoWatch(loop, broker_end_.get(), EPOLLIN | EPOLLRDHUP, [this](uint32_t ev) { on_broker_end(ev); });
+    // Edge-triggered: sd-event dispatches one source per iteration and
+    // re-polls, so thousands of lease ends closing at once (a client with
+    // many leases exits) would each be returned by every epoll_wait until
+    // handled: quadratic. on_broker_end() drains to EAGAIN, as ET needs.
+    watch_ = IoWatch(loop, broker_end_.get(), EPOLLIN | EPOLLRDHUP | EPOLLET,
+                     [this](uint32_t ev) { on_broker_end(ev); });
     if (assoc) attach(std::move(assoc));
 }
 

@@ -78,6 +78,7 @@ public:
 
     void set_observer(ManagerObserver* o) { observer_ = o; }
     const s5::config::Config& config() const { return config_; }
+    EventLoop& loop() { return loop_; }
     // Starts filling every server's pool.
     void start();
     // A new, validated configuration: servers that still exist unchanged

@@ -435,7 +435,8 @@ bool Broker::start(std::chrono::milliseconds timeout) {
     ::unlink(notify_.c_str());
     if (ns < 0 || ::bind(ns, reinterpret_cast<sockaddr*>(&un), sizeof un) < 0) die("bind notify socket");
     proc_ = std::make_unique<Process>(
-        Process::Options{{S5BROKERD_PATH, "--config", config_, "--debug"},
+        Process::Options{debug_ ? std::vector<std::string>{S5BROKERD_PATH, "--config", config_, "--debug"}
+                                : std::vector<std::string>{S5BROKERD_PATH, "--config", config_},
                          {"DBUS_SYSTEM_BUS_ADDRESS=" + bus_.address(), "NOTIFY_SOCKET=" + notify_},
                          log_,
                          false,

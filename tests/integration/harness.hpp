@@ -162,6 +162,7 @@ public:
     ~Broker();
     bool start(std::chrono::milliseconds timeout = 10000ms);   // false: exited or no READY
     void set_nofile(unsigned long n) { nofile_ = n; }
+    void set_debug(bool on) { debug_ = on; }    // --debug (default on)
     std::optional<int> stop(int sig = 15);
     Process& process() { return *proc_; }
     std::string log() const;
@@ -172,6 +173,7 @@ private:
     const PrivateBus& bus_;
     std::string config_, log_, notify_;
     unsigned long nofile_ = 0;
+    bool debug_ = true;
     std::unique_ptr<Process> proc_;
 };
 

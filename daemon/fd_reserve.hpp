@@ -1,0 +1,20 @@
+// A reserve of file descriptors the broker never spends on associations
+// and leases, so that when it runs short it can still answer the caller,
+// log, reply on the bus, notify systemd and read /proc for credentials
+// (and a sanitizer build can still probe memory, which takes a pipe()).
+//
+// Linux hands out the lowest free descriptor number, so a new descriptor
+// numbered at or above (soft RLIMIT_NOFILE - kFdReserve) means fewer than
+// kFdReserve are left: one comparison per new descriptor, no counting.
+#pragma once
+
+namespace s5d {
+
+inline constexpr int kFdReserve = 16;
+
+// Returns `fd` when it lies below the reserve; otherwise closes it and
+// returns -1 with errno EMFILE, as if the limit had been reached. A
+// negative `fd` is returned as is (errno untouched).
+int outside_reserve(int fd);
+
+}  // namespace s5d

@@ -1,0 +1,221 @@
+// The datagram path of libs5client against the raw syscalls, on loopback
+// with a fake lease (no broker): socks5udp_sendto() vs a raw sendto() of
+// the same, already framed bytes, and socks5udp_recvfrom() vs a raw
+// recvfrom() of the same datagrams. Run by tests/bench/run (or by hand).
+// Prints a markdown table of the median cost per datagram over many rounds;
+// ratios are to the raw call. Also shown: the bare syscalls of the
+// library's send path (a MSG_PEEK recv on the lease socket and a two-iovec
+// sendmsg), the floor any library doing the lease check must pay.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <s5broker/socks5.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "datagram.hpp"
+#include "lease_table.hpp"
+#include "wire.hpp"
+
+namespace {
+
+using s5::wire::Endpoint;
+
+constexpr int kPerRound = 20000;
+constexpr int kRounds = 25;
+constexpr size_t kPayload = 128;
+
+struct Setup {
+    int relay = -1, app = -1, lease_app = -1, lease_broker = -1;
+    sockaddr_storage relay_sa{};
+    socklen_t relay_len = 0;
+    Endpoint relay_ep;
+
+    Setup(int family, bool with_source) {
+        const char* lo = family == AF_INET ? "127.0.0.1" : "::1";
+        relay = ::socket(family, SOCK_DGRAM, 0);
+        Endpoint any = *Endpoint::parse_ip(lo);
+        sockaddr_storage b;
+        socklen_t blen = static_cast<socklen_t>(any.to_sockaddr(b));
+        if (::bind(relay, reinterpret_cast<sockaddr*>(&b), blen) < 0) std::perror("bind");
+        int big = 4 << 20;
+        ::setsockopt(relay, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+        relay_len = sizeof relay_sa;
+        ::getsockname(relay, reinterpret_cast<sockaddr*>(&relay_sa), &relay_len);
+        relay_ep = *Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&relay_sa), relay_len);
+        app = ::socket(family, SOCK_DGRAM, 0);
+        int sv[2];
+        ::socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv);
+        lease_app = sv[0];
+        lease_broker = sv[1];
+        s5::wire::LeaseEvent ev{s5::wire::LeaseEventType::Ready, 1, relay_ep,
+                                with_source ? *Endpoint::parse_ip(lo) : Endpoint{}, 0, 0};
+        auto rec = s5::wire::encode_lease_event(ev);
+        ::send(lease_broker, rec.data(), rec.size(), 0);
+        s5::client::LeaseTable::global().add(lease_app, lease_app, &relay_ep);
+    }
+    ~Setup() {
+        s5::client::LeaseTable::global().remove(lease_app);
+        for (int fd : {relay, app, lease_app, lease_broker}) ::close(fd);
+    }
+    void drain() const {
+        char buf[2048];
+        while (::recv(relay, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+        }
+    }
+};
+
+template <typename Fn>
+double round_ns(const Setup& s, Fn&& fn) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kPerRound; ++i) {
+        fn();
+        if ((i & 63) == 63) s.drain();
+    }
+    auto t1 = std::chrono::steady_clock::now();
+    return std::chrono::duration<double, std::nano>(t1 - t0).count() / kPerRound;
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+struct Row {
+    std::string what;
+    double ns, ratio;
+};
+
+void send_rows(int family, bool with_source, std::vector<Row>& rows) {
+    Setup s(family, with_source);
+    std::vector<uint8_t> payload(kPayload, 0x5a);
+    Endpoint dst = *Endpoint::parse_ip("192.0.2.7", 7);
+    sockaddr_storage dst_sa;
+    socklen_t dst_len = static_cast<socklen_t>(dst.to_sockaddr(dst_sa));
+    // The same bytes, framed once, for the raw sendto.
+    uint8_t hdr[s5::wire::kUdpHeaderMax];
+    size_t hlen = s5::wire::encode_udp_header(dst, std::span<uint8_t, s5::wire::kUdpHeaderMax>(hdr));
+    std::vector<uint8_t> framed(hdr, hdr + hlen);
+    framed.insert(framed.end(), payload.begin(), payload.end());
+
+    auto floor_send = [&] {
+        char probe;
+        (void)::recv(s.lease_app, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+        iovec iov[2] = {{hdr, hlen}, {payload.data(), payload.size()}};
+        msghdr m{};
+        m.msg_name = &s.relay_sa;
+        m.msg_namelen = s.relay_len;
+        m.msg_iov = iov;
+        m.msg_iovlen = 2;
+        ::sendmsg(s.app, &m, MSG_NOSIGNAL);
+    };
+    auto iov_send = [&] {
+        iovec iov[2] = {{hdr, hlen}, {payload.data(), payload.size()}};
+        msghdr m{};
+        m.msg_name = &s.relay_sa;
+        m.msg_namelen = s.relay_len;
+        m.msg_iov = iov;
+        m.msg_iovlen = 2;
+        ::sendmsg(s.app, &m, MSG_NOSIGNAL);
+    };
+    std::vector<double> raw, iovs, floor, lib;
+    for (int r = 0; r < kRounds; ++r) {
+        raw.push_back(round_ns(s, [&] {
+            ::sendto(s.app, framed.data(), framed.size(), 0, reinterpret_cast<sockaddr*>(&s.relay_sa), s.relay_len);
+        }));
+        iovs.push_back(round_ns(s, iov_send));
+        floor.push_back(round_ns(s, floor_send));
+        lib.push_back(round_ns(s, [&] {
+            if (socks5udp_sendto(s.app, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&dst_sa),
+                                 dst_len, reinterpret_cast<sockaddr*>(&s.relay_sa), s.relay_len) != 0)
+                std::perror("socks5udp_sendto");
+        }));
+    }
+    const double mr = median(raw), mi = median(iovs), mf = median(floor), ml = median(lib);
+    std::string tag = std::string(family == AF_INET ? "IPv4" : "IPv6") + (with_source ? ", source IP set" : "");
+    rows.push_back({"raw `sendto` of pre-framed bytes (" + tag + ")", mr, 1.0});
+    rows.push_back({"two-iovec `sendmsg`, header and payload (" + tag + ")", mi, mi / mr});
+    rows.push_back({"lease peek + two-iovec `sendmsg` (" + tag + ")", mf, mf / mr});
+    rows.push_back({"`socks5udp_sendto` (" + tag + ")", ml, ml / mr});
+}
+
+// Receiving: the relay queues kBatch framed datagrams on the application's
+// socket (not timed), then they are read back one by one, raw or through
+// socks5udp_recvfrom (which checks the source against the lease's relay
+// and strips the header).
+void recv_rows(int family, std::vector<Row>& rows) {
+    constexpr int kBatch = 2000;
+    Setup s(family, true);
+    const char* lo = family == AF_INET ? "127.0.0.1" : "::1";
+    Endpoint any = *Endpoint::parse_ip(lo);
+    sockaddr_storage b;
+    socklen_t blen = static_cast<socklen_t>(any.to_sockaddr(b));
+    if (::bind(s.app, reinterpret_cast<sockaddr*>(&b), blen) < 0) std::perror("bind");
+    int big = 16 << 20;
+    ::setsockopt(s.app, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+    sockaddr_storage app_sa;
+    socklen_t app_len = sizeof app_sa;
+    ::getsockname(s.app, reinterpret_cast<sockaddr*>(&app_sa), &app_len);
+    Endpoint src = *Endpoint::parse_ip("192.0.2.7", 7);
+    uint8_t hdr[s5::wire::kUdpHeaderMax];
+    size_t hlen = s5::wire::encode_udp_header(src, std::span<uint8_t, s5::wire::kUdpHeaderMax>(hdr));
+    std::vector<uint8_t> framed(hdr, hdr + hlen);
+    framed.insert(framed.end(), kPayload, 0x5a);
+    auto fill = [&] {
+        for (int i = 0; i < kBatch; ++i)
+            if (::sendto(s.relay, framed.data(), framed.size(), 0, reinterpret_cast<sockaddr*>(&app_sa), app_len) < 0)
+                std::perror("sendto");
+    };
+    auto timed = [&](auto&& read_one) {
+        fill();
+        auto t0 = std::chrono::steady_clock::now();
+        int got = 0;
+        while (got < kBatch && read_one() > 0) ++got;
+        auto t1 = std::chrono::steady_clock::now();
+        if (got != kBatch) std::fprintf(stderr, "datagram_bench: read %d of %d datagrams\n", got, kBatch);
+        return std::chrono::duration<double, std::nano>(t1 - t0).count() / kBatch;
+    };
+    std::vector<double> raw, lib;
+    char buf[2048];
+    for (int r = 0; r < kRounds; ++r) {
+        raw.push_back(timed([&] {
+            sockaddr_storage from;
+            socklen_t flen = sizeof from;
+            return ::recvfrom(s.app, buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &flen);
+        }));
+        lib.push_back(timed([&] {
+            sockaddr_storage from;
+            socklen_t flen = sizeof from;
+            return socks5udp_recvfrom(s.app, buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from),
+                                      &flen);
+        }));
+    }
+    const double mr = median(raw), ml = median(lib);
+    std::string tag = family == AF_INET ? "IPv4" : "IPv6";
+    rows.push_back({"raw `recvfrom` of framed datagrams (" + tag + ")", mr, 1.0});
+    rows.push_back({"`socks5udp_recvfrom` (" + tag + ")", ml, ml / mr});
+}
+
+}  // namespace
+
+int main() {
+    std::vector<Row> rows;
+    send_rows(AF_INET, true, rows);
+    send_rows(AF_INET, false, rows);
+    send_rows(AF_INET6, true, rows);
+    recv_rows(AF_INET, rows);
+    recv_rows(AF_INET6, rows);
+    std::printf("**Datagram path** (%zu-byte payload, median of %d rounds)\n\n"
+                "| call | ns per datagram | ratio to raw |\n|---|---|---|\n",
+                kPayload, kRounds);
+    for (const auto& r : rows) std::printf("| %s | %.0f | %.3f× |\n", r.what.c_str(), r.ns, r.ratio);
+    std::printf("\n");
+    return 0;
+}
