@@ -154,6 +154,9 @@ void EventLoop::attach_bus(sdbus::IConnection& bus) {
     check(sd_event_add_io(ev_, &io, pd.fd, 0, &EventLoop::on_bus_io, this), "sd_event_add_io(bus)");
     bus_io_ = EventSource(io);
     check(sd_event_source_set_prepare(io, &EventLoop::on_bus_prepare), "sd_event_source_set_prepare");
+    // Callers first: with many pool refills in flight, their handshake
+    // events must not queue ahead of the bus requests they exist to serve.
+    check(sd_event_source_set_priority(io, SD_EVENT_PRIORITY_IMPORTANT), "sd_event_source_set_priority");
     sd_event_source* t = nullptr;
     check(sd_event_add_time(ev_, &t, CLOCK_MONOTONIC, UINT64_MAX, 1, &EventLoop::on_bus_time, this),
           "sd_event_add_time(bus)");
