@@ -63,8 +63,8 @@ constexpr int kRenewals = 20;
 // Pooled rounds start on a full pool (an idle broker): the latency of one
 // application's call. Back-to-back calls competing with the refill are
 // the burst figures'.
-constexpr int kBatch = 1;        // pooled rounds between waits for a full pool
-constexpr uint32_t kMinIdle = 4;
+constexpr int kBatch = 8;        // pooled rounds between waits for a full pool
+constexpr uint32_t kMinIdle = 16;
 constexpr auto kOneWay = std::chrono::microseconds(5000);
 constexpr const char* kServerIface = "org.s5broker.Broker1.Server";
 
@@ -686,7 +686,7 @@ int run(const std::vector<std::string>& parts) {
         Broker broker(dir, bus,
                       R"({"servers": [)" + server_json("loopback", "127.0.0.1", danted.port()) + "," +
                           server_json("path", "127.0.0.1", path.tcp_port()) +
-                          R"(], "pool": {"min_idle": 4, "max_associations": 64}})");
+                          R"(], "pool": {"min_idle": 16, "max_associations": 64}})");
         broker.set_debug(false);
         if (!broker.start()) die("broker did not start:\n" + broker.log());
         BusClient client(bus);
