@@ -59,6 +59,9 @@ public:
     // Pending -> Active (gen 1, Ready event) or Renewing -> Active (gen+1,
     // Renewed event) with a new association.
     void attach(std::unique_ptr<Association> assoc);
+    // Whether the application has closed its end (all its copies), seen
+    // now, before the loop gets to the EOF event.
+    bool app_closed() const;
     // Active -> Renewing: the association is gone; returns it for disposal.
     std::unique_ptr<Association> detach_for_renewal();
     // Any -> Lost (final): tell the application why. Returns the

@@ -166,6 +166,14 @@ std::optional<Failure> Manager::check_quota(uid_t uid) const {
     return std::nullopt;
 }
 
+size_t Manager::reap_closed_leases() {
+    std::vector<uint64_t> closed;
+    for (const auto& [id, l] : leases_)
+        if (l->app_closed()) closed.push_back(id);
+    for (uint64_t id : closed) remove_lease(id, "lease fd closed");
+    return closed.size();
+}
+
 // ---- serving requests -------------------------------------------------------
 
 std::unique_ptr<Association> Manager::take_from(const std::vector<std::string>& candidates) {
@@ -232,8 +240,14 @@ void Manager::associate(AssociateRequest req, AssociateDone done) {
     }
     auto candidates = std::get<std::vector<std::string>>(std::move(c));
     if (auto q = check_quota(req.uid)) {
-        done(std::move(*q));
-        return;
+        // An application at its quota may have closed a lease just before
+        // asking: that EOF and this request can be ready in the same
+        // wake-up, in either order. Count only what is really held.
+        if (reap_closed_leases() > 0) q = check_quota(req.uid);
+        if (q) {
+            done(std::move(*q));
+            return;
+        }
     }
     auto assoc = take_from(candidates);
     if (assoc || req.nonblocking) {

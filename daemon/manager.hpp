@@ -121,6 +121,9 @@ private:
     std::variant<std::vector<std::string>, Failure> candidates_for(
         const s5::wire::Endpoint& dst, const std::optional<s5::wire::Endpoint>& server) const;
     std::vector<std::string> renewal_candidates(const Lease& lease) const;
+    // Releases the leases whose application end is already closed (their
+    // EOF not yet handled); returns how many.
+    size_t reap_closed_leases();
     std::optional<Failure> check_quota(uid_t uid) const;
     std::unique_ptr<Association> take_from(const std::vector<std::string>& candidates);
     Lease& create_lease(const AssociateRequest& req, std::unique_ptr<Association> assoc);

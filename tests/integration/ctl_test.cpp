@@ -462,6 +462,8 @@ TEST_F(Ctl, MonitorJsonRenewedAndServerStateStopsOnSigint) {
     sin->sin_port = htons(env->spare.port());
     inet_pton(AF_INET, "127.0.0.1", &sin->sin_addr);
     HeldLease lease(&svr, sizeof(sockaddr_in));
+    // The leases lease_until() closed may not all be released yet.
+    ASSERT_TRUE(eventually([&] { return env->client->leases().size() == 1; }));
     const std::string path = env->client->leases().at(0);
     env->spare.kill();
     env->spare.start();

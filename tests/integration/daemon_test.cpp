@@ -359,6 +359,22 @@ TEST_F(DaemonOnBus, LeaseLimitsGiveQuotaExceeded) {
     EXPECT_EQ(associate(), "");
 }
 
+// An application at its quota that closes a lease and at once asks for
+// another gets it: the broker handles the close it did first before the
+// request (lease ends are dispatched at the bus's priority), 50 times over.
+TEST_F(DaemonOnBus, ALeaseClosedAtTheQuotaIsFreeForTheNextCall) {
+    write_file(broker->config_path(), R"({"servers": [)" + server_json("d", "127.0.0.1", danted.port()) +
+                                          R"(], "pool": {"min_idle": 2}, "limits": {"leases_per_uid": 1}})");
+    client->manager()->callMethod("Reload").onInterface(kManager);
+    auto held = std::make_unique<sdbus::UnixFd>();
+    for (int i = 0; i < 50; ++i) {
+        held.reset();   // closes the previous lease's fd, if any
+        auto l = raw_associate(*client->manager(), kLoopback, 7, kLoopback, danted.port());
+        ASSERT_EQ(l.error, "") << "call " << i;
+        held = std::make_unique<sdbus::UnixFd>(l.fd);
+    }
+}
+
 TEST_F(DaemonOnBus, ReloadKeepsLeasesOfUnchangedServersAndMovesTheOthers) {
     Danted second(dir);
     auto held = hold_lease();
