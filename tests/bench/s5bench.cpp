@@ -35,6 +35,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -74,10 +75,13 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 void progress(const std::string& what) { std::cerr << "s5bench: " << what << std::endl; }
 
-[[noreturn]] void die(const std::string& what) {
-    std::cerr << "s5bench: " << what << std::endl;
-    std::exit(1);
-}
+// Thrown, not exit(): unwinding runs the destructors that stop the bus,
+// danted and brokers this run started.
+struct BenchFailure : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void die(const std::string& what) { throw BenchFailure(what); }
 
 sockaddr_storage lo(uint16_t port) { return sockaddr_of("127.0.0.1", port); }
 
@@ -732,21 +736,22 @@ int run(const std::vector<std::string>& parts) {
 
 // s5bench [paths] [renewal] [scale] [burst]: the parts to run (default all).
 int main(int argc, char** argv) {
-    // The lease descriptors of the scale figure live in this process.
-    rlimit rl{};
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_max < static_cast<rlim_t>(kLeases) + 200)
-        die("RLIMIT_NOFILE hard limit " + std::to_string(rl.rlim_max) + " is too low for " + std::to_string(kLeases) +
-            " leases");
-    if (access("/usr/bin/python3", X_OK) != 0) die("/usr/bin/python3 missing: run scripts/setup");
-    std::vector<std::string> parts(argv + 1, argv + argc);
-    for (const auto& p : parts)
-        if (p != "paths" && p != "renewal" && p != "scale" && p != "burst")
-            die("unknown part " + p + " (paths, renewal, scale, burst)");
     try {
+        // The lease descriptors of the scale figure live in this process.
+        rlimit rl{};
+        getrlimit(RLIMIT_NOFILE, &rl);
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_max < static_cast<rlim_t>(kLeases) + 200)
+            die("RLIMIT_NOFILE hard limit " + std::to_string(rl.rlim_max) + " is too low for " +
+                std::to_string(kLeases) + " leases");
+        if (access("/usr/bin/python3", X_OK) != 0) die("/usr/bin/python3 missing: run scripts/setup");
+        std::vector<std::string> parts(argv + 1, argv + argc);
+        for (const auto& p : parts)
+            if (p != "paths" && p != "renewal" && p != "scale" && p != "burst")
+                die("unknown part " + p + " (paths, renewal, scale, burst)");
         return run(parts);
     } catch (const std::exception& e) {
-        die(std::string("failed: ") + e.what());
+        std::cerr << "s5bench: failed: " << e.what() << std::endl;
+        return 1;
     }
 }

@@ -119,7 +119,9 @@ void kill_children_and_die(int sig) {
 
 void track(pid_t target) {
     static bool installed = [] {
-        for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT}) signal(sig, kill_children_and_die);
+        // SIGABRT too: an exception nobody caught (std::terminate) skips
+        // the destructors that would have stopped them.
+        for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGABRT}) signal(sig, kill_children_and_die);
         return true;
     }();
     (void)installed;
