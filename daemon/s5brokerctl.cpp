@@ -28,6 +28,7 @@
 #include "broker_proxy.h"
 #include "ctl_format.hpp"
 #include "s5broker_version.h"
+#include "unique_fd.hpp"
 
 namespace {
 
@@ -273,15 +274,8 @@ int cmd_reload(const Args& a) {
 }
 
 // A descriptor closed on scope exit.
-struct Fd {
-    int fd = -1;
-    explicit Fd(int f) : fd(f) {}
-    ~Fd() {
-        if (fd >= 0) ::close(fd);
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-};
+// The project's one owner of a descriptor.
+using Fd = s5::UniqueFd;
 
 std::string library_error(int err, int s5err) {
     std::string why = std::strerror(err);
@@ -319,8 +313,8 @@ int cmd_associate(const Args& a) {
     // The lease: an ordinary TCP socket that socks5udp_associate() turns
     // into the broker's lease socket. Closing it (at exit) releases it.
     Fd lease(::socket(a.destination.family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (lease.fd < 0) throw Failure(std::string("socket: ") + std::strerror(errno));
-    if (socks5udp_associate(lease.fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst,
+    if (lease.get() < 0) throw Failure(std::string("socket: ") + std::strerror(errno));
+    if (socks5udp_associate(lease.get(), reinterpret_cast<sockaddr*>(&dst), sizeof dst,
                             a.server ? reinterpret_cast<sockaddr*>(&svr) : nullptr, svrlen) != 0) {
         const int err = errno, s5err = socks5_errno;
         if (err == ECONNREFUSED && s5err == S5_ENOSERV)
@@ -341,13 +335,13 @@ int cmd_associate(const Args& a) {
 
     if (a.echo) {
         Fd u(::socket(rendezvous->family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-        if (u.fd < 0) throw Failure(std::string("socket: ") + std::strerror(errno));
+        if (u.get() < 0) throw Failure(std::string("socket: ") + std::strerror(errno));
         sockaddr_storage target{};
         size_t tlen = a.destination.to_sockaddr(target);
         size_t rlen = rendezvous->to_sockaddr(dst);
         std::string payload = *a.echo;
         const auto t0 = std::chrono::steady_clock::now();
-        if (socks5udp_sendto(u.fd, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&target), tlen,
+        if (socks5udp_sendto(u.get(), payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&target), tlen,
                              reinterpret_cast<sockaddr*>(&dst), rlen) != 0) {
             const int err = errno, s5err = socks5_errno;
             throw Failure("cannot send to " + dst_text + " through " + format_endpoint(r["rendezvous"]) + ": " +
@@ -358,7 +352,7 @@ int cmd_associate(const Args& a) {
         for (;;) {
             sockaddr_storage from{};
             socklen_t fromlen = sizeof from;
-            ssize_t n = socks5udp_recvfrom(u.fd, buf.data(), buf.size(), MSG_DONTWAIT,
+            ssize_t n = socks5udp_recvfrom(u.get(), buf.data(), buf.size(), MSG_DONTWAIT,
                                            reinterpret_cast<sockaddr*>(&from), &fromlen);
             if (n >= 0) {
                 const auto rtt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0);
@@ -378,7 +372,7 @@ int cmd_associate(const Args& a) {
             if (left.count() <= 0)
                 throw Failure("no reply from " + dst_text + " through " + format_endpoint(r["rendezvous"]) +
                               " within " + std::to_string(kEchoTimeoutMs / 1000) + " s");
-            pollfd p{u.fd, POLLIN, 0};
+            pollfd p{u.get(), POLLIN, 0};
             ::poll(&p, 1, static_cast<int>(left.count()));
         }
     }
@@ -489,7 +483,7 @@ int cmd_monitor(const Args& a) {
     sigaddset(&stop, SIGTERM);
     if (sigprocmask(SIG_BLOCK, &stop, nullptr) != 0) throw Failure(std::string("sigprocmask: ") + std::strerror(errno));
     Fd sfd(signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK));
-    if (sfd.fd < 0) throw Failure(std::string("signalfd: ") + std::strerror(errno));
+    if (sfd.get() < 0) throw Failure(std::string("signalfd: ") + std::strerror(errno));
 
     Bus bus;
     std::string failure;
@@ -553,7 +547,7 @@ int cmd_monitor(const Args& a) {
                              ? 0
                              : static_cast<int>(std::min<uint64_t>((pd.timeout_usec - now_us + 999) / 1000, 60000));
         }
-        pollfd fds[2] = {{pd.fd, pd.events, 0}, {sfd.fd, POLLIN, 0}};
+        pollfd fds[2] = {{pd.fd, pd.events, 0}, {sfd.get(), POLLIN, 0}};
         if (::poll(fds, 2, timeout_ms) < 0 && errno != EINTR)
             throw Failure(std::string("poll: ") + std::strerror(errno));
         if (fds[1].revents & POLLIN) return 0;

@@ -23,6 +23,7 @@
 #include "datagram.hpp"
 #include "lease_table.hpp"
 #include "wire.hpp"
+#include "unique_fd.hpp"
 
 namespace {
 
@@ -32,19 +33,8 @@ using s5::wire::LeaseEvent;
 using s5::wire::LeaseEventType;
 using Bytes = std::vector<uint8_t>;
 
-struct Fd {
-    int fd = -1;
-    Fd() = default;
-    explicit Fd(int f) : fd(f) {}
-    Fd(Fd&& o) noexcept : fd(o.fd) { o.fd = -1; }
-    Fd& operator=(Fd&& o) noexcept {
-        std::swap(fd, o.fd);
-        return *this;
-    }
-    ~Fd() {
-        if (fd >= 0) ::close(fd);
-    }
-};
+// The project's one owner of a descriptor.
+using Fd = s5::UniqueFd;
 
 sockaddr_storage sockaddr_of(const Endpoint& e, socklen_t* len = nullptr) {
     sockaddr_storage ss{};
@@ -68,7 +58,7 @@ Fd udp(int family, const char* ip = nullptr) {
     if (ip) {
         socklen_t len;
         auto ss = sockaddr_of(ep(ip), &len);
-        EXPECT_EQ(::bind(s.fd, reinterpret_cast<sockaddr*>(&ss), len), 0) << std::strerror(errno);
+        EXPECT_EQ(::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len), 0) << std::strerror(errno);
     }
     return s;
 }
@@ -151,15 +141,15 @@ struct FakeLease {
             relay = *ready_relay;
             event({LeaseEventType::Ready, 1, relay, source, 0, 0});
         }
-        EXPECT_TRUE(LeaseTable::global().add(app.fd, app.fd, ready_relay));
+        EXPECT_TRUE(LeaseTable::global().add(app.get(), app.get(), ready_relay));
         // As socks5udp_associate() does: the number is no longer a checked
         // UDP socket (an earlier test's socket may have had it).
-        s5::client::SocketCache::global().forget(app.fd);
+        s5::client::SocketCache::global().forget(app.get());
     }
-    ~FakeLease() { LeaseTable::global().remove(app.fd); }
+    ~FakeLease() { LeaseTable::global().remove(app.get()); }
     void event(const LeaseEvent& ev) const {
         auto rec = s5::wire::encode_lease_event(ev);
-        EXPECT_EQ(::send(broker.fd, rec.data(), rec.size(), 0), 64);
+        EXPECT_EQ(::send(broker.get(), rec.data(), rec.size(), 0), 64);
     }
     sockaddr_storage rendezvous(socklen_t* len) const { return sockaddr_of(relay, len); }
 };
@@ -171,7 +161,7 @@ sockaddr* sa(sockaddr_storage& ss) { return reinterpret_cast<sockaddr*>(&ss); }
 class SendTo : public ::testing::Test {
 protected:
     Fd relay = udp(AF_INET, "127.0.0.1");
-    Endpoint relay_ep = local_of(relay.fd);
+    Endpoint relay_ep = local_of(relay.get());
     FakeLease lease{&relay_ep, ep("127.0.0.1")};
     socklen_t svrlen = 0;
     sockaddr_storage svr = lease.rendezvous(&svrlen);
@@ -182,13 +172,13 @@ TEST_F(SendTo, FramesAnIPv4TargetExactly) {
     socklen_t dlen;
     auto dst = sockaddr_of(ep("192.0.2.7", 5353), &dlen);
     char msg[] = "hello";
-    ASSERT_EQ(socks5udp_sendto(app.fd, msg, 5, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_sendto(app.get(), msg, 5, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
     EXPECT_EQ(socks5_errno, 0);
     Endpoint from;
-    auto got = receive(relay.fd, &from);
+    auto got = receive(relay.get(), &from);
     ASSERT_TRUE(got);
     EXPECT_EQ(*got, (Bytes{0, 0, 0, 1, 192, 0, 2, 7, 0x14, 0xe9, 'h', 'e', 'l', 'l', 'o'}));
-    EXPECT_EQ(from, ep("127.0.0.1", local_of(app.fd).port));
+    EXPECT_EQ(from, ep("127.0.0.1", local_of(app.get()).port));
 }
 
 TEST_F(SendTo, FramesAnIPv6TargetExactly) {
@@ -196,8 +186,8 @@ TEST_F(SendTo, FramesAnIPv6TargetExactly) {
     socklen_t dlen;
     auto dst = sockaddr_of(ep("2001:db8::1", 53), &dlen);
     char msg[] = "x";
-    ASSERT_EQ(socks5udp_sendto(app.fd, msg, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
-    auto got = receive(relay.fd);
+    ASSERT_EQ(socks5udp_sendto(app.get(), msg, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    auto got = receive(relay.get());
     ASSERT_TRUE(got);
     EXPECT_EQ(*got, cat(header6("2001:db8::1", 53), Bytes{'x'}));
 }
@@ -205,20 +195,20 @@ TEST_F(SendTo, FramesAnIPv6TargetExactly) {
 TEST_F(SendTo, EmptyAndLargestPayloads) {
     Fd app = udp(AF_INET);
     int big = 1 << 20;
-    setsockopt(relay.fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    setsockopt(relay.get(), SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
     socklen_t dlen;
     auto dst = sockaddr_of(ep("192.0.2.7", 9), &dlen);
-    ASSERT_EQ(socks5udp_sendto(app.fd, nullptr, 0, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
-    EXPECT_EQ(receive(relay.fd), header4("192.0.2.7", 9));
+    ASSERT_EQ(socks5udp_sendto(app.get(), nullptr, 0, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    EXPECT_EQ(receive(relay.get()), header4("192.0.2.7", 9));
     Bytes payload = pattern(65507 - 10);
-    ASSERT_EQ(socks5udp_sendto(app.fd, payload.data(), payload.size(), 0, sa(dst), dlen, sa(svr), svrlen), 0)
+    ASSERT_EQ(socks5udp_sendto(app.get(), payload.data(), payload.size(), 0, sa(dst), dlen, sa(svr), svrlen), 0)
         << std::strerror(errno);
-    EXPECT_EQ(receive(relay.fd), cat(header4("192.0.2.7", 9), payload));
+    EXPECT_EQ(receive(relay.get()), cat(header4("192.0.2.7", 9), payload));
     errno = 0;
-    EXPECT_EQ(socks5udp_sendto(app.fd, payload.data(), payload.size() + 1, 0, sa(dst), dlen, sa(svr), svrlen), -1);
+    EXPECT_EQ(socks5udp_sendto(app.get(), payload.data(), payload.size() + 1, 0, sa(dst), dlen, sa(svr), svrlen), -1);
     EXPECT_EQ(errno, EMSGSIZE);
     auto dst6 = sockaddr_of(ep("2001:db8::1", 9), &dlen);
-    EXPECT_EQ(socks5udp_sendto(app.fd, payload.data(), payload.size(), 0, sa(dst6), dlen, sa(svr), svrlen), -1);
+    EXPECT_EQ(socks5udp_sendto(app.get(), payload.data(), payload.size(), 0, sa(dst6), dlen, sa(svr), svrlen), -1);
     EXPECT_EQ(errno, EMSGSIZE);  // the IPv6 header is 12 bytes longer
 }
 
@@ -229,16 +219,16 @@ TEST_F(SendTo, SendsFromTheLeasesSourceIP) {
     socklen_t dlen;
     auto dst = sockaddr_of(ep("192.0.2.7", 7), &dlen);
     char m = 'm';
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
     Endpoint from;
-    ASSERT_TRUE(receive(relay.fd, &from));
-    const Endpoint local = local_of(app.fd);
+    ASSERT_TRUE(receive(relay.get(), &from));
+    const Endpoint local = local_of(app.get());
     EXPECT_EQ(from, ep("127.0.0.2", local.port));
     // Auto-bound to the wildcard address: the relay's replies reach it.
     EXPECT_EQ(local, ep("0.0.0.0", local.port));
-    send_raw(relay.fd, from, cat(header4("192.0.2.7", 7), Bytes{'R'}));
+    send_raw(relay.get(), from, cat(header4("192.0.2.7", 7), Bytes{'R'}));
     char buf[4];
-    EXPECT_EQ(socks5udp_recvfrom(app.fd, buf, sizeof buf, 0, nullptr, nullptr), 1);
+    EXPECT_EQ(socks5udp_recvfrom(app.get(), buf, sizeof buf, 0, nullptr, nullptr), 1);
     EXPECT_EQ(buf[0], 'R');
 }
 
@@ -248,10 +238,10 @@ TEST_F(SendTo, SourceIPWinsOverTheSocketsBinding) {
     socklen_t dlen;
     auto dst = sockaddr_of(ep("192.0.2.7", 7), &dlen);
     char m = 'm';
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
     Endpoint from;
-    ASSERT_TRUE(receive(relay.fd, &from));
-    EXPECT_EQ(from, ep("127.0.0.2", local_of(app.fd).port));
+    ASSERT_TRUE(receive(relay.get(), &from));
+    EXPECT_EQ(from, ep("127.0.0.2", local_of(app.get()).port));
 }
 
 TEST_F(SendTo, SourceThatIsNotLocalIsDroppedForTheLease) {
@@ -261,34 +251,34 @@ TEST_F(SendTo, SourceThatIsNotLocalIsDroppedForTheLease) {
     socklen_t dlen;
     auto dst = sockaddr_of(ep("192.0.2.7", 7), &dlen);
     char m = 'n';
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
     Endpoint from;
-    ASSERT_TRUE(receive(relay.fd, &from));
+    ASSERT_TRUE(receive(relay.get(), &from));
     EXPECT_EQ(from.to_string().substr(0, 10), "127.0.0.1:");
-    EXPECT_TRUE(LeaseTable::global().lookup(l2.app.fd)->source_refused);
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
-    ASSERT_TRUE(receive(relay.fd));
+    EXPECT_TRUE(LeaseTable::global().lookup(l2.app.get())->source_refused);
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    ASSERT_TRUE(receive(relay.get()));
     // A renewal that declares a usable source uses it again.
     l2.event({LeaseEventType::Renewed, 2, relay_ep, ep("127.0.0.4"), 0, 0});
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
-    ASSERT_TRUE(receive(relay.fd, &from));
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    ASSERT_TRUE(receive(relay.get(), &from));
     EXPECT_EQ(from.to_string().substr(0, 10), "127.0.0.4:");
 }
 
 TEST_F(SendTo, FollowsARenewal) {
     Fd relay2 = udp(AF_INET, "127.0.0.1");
     // The new association expects another source IP (another interface).
-    lease.event({LeaseEventType::Renewed, 2, local_of(relay2.fd), ep("127.0.0.5"), 0, 0});
+    lease.event({LeaseEventType::Renewed, 2, local_of(relay2.get()), ep("127.0.0.5"), 0, 0});
     Fd app = udp(AF_INET);
     socklen_t dlen;
     auto dst = sockaddr_of(ep("192.0.2.7", 7), &dlen);
     char m = 'r';
     // The application still passes the first rendezvous.
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
     Endpoint from;
-    EXPECT_EQ(receive(relay2.fd, &from), cat(header4("192.0.2.7", 7), Bytes{'r'}));
+    EXPECT_EQ(receive(relay2.get(), &from), cat(header4("192.0.2.7", 7), Bytes{'r'}));
     EXPECT_EQ(from.to_string().substr(0, 10), "127.0.0.5:");
-    EXPECT_FALSE(receive(relay.fd, nullptr, 50));
+    EXPECT_FALSE(receive(relay.get(), nullptr, 50));
 }
 
 TEST_F(SendTo, LostLeaseIsENOTCONN) {
@@ -298,10 +288,10 @@ TEST_F(SendTo, LostLeaseIsENOTCONN) {
     auto dst = sockaddr_of(ep("192.0.2.7", 7), &dlen);
     char m = 'l';
     errno = 0;
-    EXPECT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), -1);
+    EXPECT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), -1);
     EXPECT_EQ(errno, ENOTCONN);
     EXPECT_EQ(socks5_errno, S5_ELOST);
-    EXPECT_FALSE(receive(relay.fd, nullptr, 50));
+    EXPECT_FALSE(receive(relay.get(), nullptr, 50));
 }
 
 TEST_F(SendTo, BrokerGoneIsLost) {
@@ -310,7 +300,7 @@ TEST_F(SendTo, BrokerGoneIsLost) {
     socklen_t dlen;
     auto dst = sockaddr_of(ep("192.0.2.7", 7), &dlen);
     char m = 'l';
-    EXPECT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), -1);
+    EXPECT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), -1);
     EXPECT_EQ(errno, ENOTCONN);
     EXPECT_EQ(socks5_errno, S5_ELOST);
 }
@@ -318,24 +308,24 @@ TEST_F(SendTo, BrokerGoneIsLost) {
 TEST_F(SendTo, UnknownRendezvousIsUsedAsGiven) {
     Fd other = udp(AF_INET, "127.0.0.1");
     socklen_t olen;
-    auto osvr = sockaddr_of(local_of(other.fd), &olen);
+    auto osvr = sockaddr_of(local_of(other.get()), &olen);
     Fd app = udp(AF_INET);
     socklen_t dlen;
     auto dst = sockaddr_of(ep("192.0.2.7", 7), &dlen);
     char m = 'u';
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(osvr), olen), 0) << std::strerror(errno);
-    EXPECT_EQ(receive(other.fd), cat(header4("192.0.2.7", 7), Bytes{'u'}));
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(osvr), olen), 0) << std::strerror(errno);
+    EXPECT_EQ(receive(other.get()), cat(header4("192.0.2.7", 7), Bytes{'u'}));
 }
 
 TEST_F(SendTo, ClosedLeaseRendezvousIsUsedAsGiven) {
-    const int fd = lease.app.fd;
+    const int fd = lease.app.get();
     lease.app = Fd();  // the application closed its lease
     Fd app = udp(AF_INET);
     socklen_t dlen;
     auto dst = sockaddr_of(ep("192.0.2.7", 7), &dlen);
     char m = 'c';
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
-    EXPECT_TRUE(receive(relay.fd));
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    EXPECT_TRUE(receive(relay.get()));
     EXPECT_FALSE(LeaseTable::global().lookup(fd));
 }
 
@@ -355,24 +345,24 @@ TEST_F(SendTo, ArgumentErrors) {
     expect(closed, sa(dst), dlen, sa(svr), svrlen, EBADF);
     expect(closed, nullptr, 0, sa(svr), svrlen, EBADF);  // socket errors first
     Fd file(::open("/dev/null", O_RDONLY));
-    expect(file.fd, sa(dst), dlen, sa(svr), svrlen, ENOTSOCK);
+    expect(file.get(), sa(dst), dlen, sa(svr), svrlen, ENOTSOCK);
     Fd tcp(::socket(AF_INET, SOCK_STREAM, 0));
-    expect(tcp.fd, sa(dst), dlen, sa(svr), svrlen, EINVAL);
+    expect(tcp.get(), sa(dst), dlen, sa(svr), svrlen, EINVAL);
     Fd unix_dgram(::socket(AF_UNIX, SOCK_DGRAM, 0));
-    expect(unix_dgram.fd, sa(dst), dlen, sa(svr), svrlen, EINVAL);
-    expect(lease.app.fd, sa(dst), dlen, sa(svr), svrlen, EINVAL);  // the lease itself
-    expect(file.fd, nullptr, 0, sa(svr), svrlen, ENOTSOCK);
-    expect(app.fd, nullptr, dlen, sa(svr), svrlen, EINVAL);
-    expect(app.fd, sa(dst), 1, sa(svr), svrlen, EINVAL);
-    expect(app.fd, sa(dst), sizeof(sockaddr_in) - 1, sa(svr), svrlen, EINVAL);
-    expect(app.fd, sa(dst), dlen, nullptr, 0, EINVAL);
-    expect(app.fd, sa(dst), dlen, sa(svr), 4, EINVAL);
+    expect(unix_dgram.get(), sa(dst), dlen, sa(svr), svrlen, EINVAL);
+    expect(lease.app.get(), sa(dst), dlen, sa(svr), svrlen, EINVAL);  // the lease itself
+    expect(file.get(), nullptr, 0, sa(svr), svrlen, ENOTSOCK);
+    expect(app.get(), nullptr, dlen, sa(svr), svrlen, EINVAL);
+    expect(app.get(), sa(dst), 1, sa(svr), svrlen, EINVAL);
+    expect(app.get(), sa(dst), sizeof(sockaddr_in) - 1, sa(svr), svrlen, EINVAL);
+    expect(app.get(), sa(dst), dlen, nullptr, 0, EINVAL);
+    expect(app.get(), sa(dst), dlen, sa(svr), 4, EINVAL);
     auto dst6 = sockaddr_of(ep("2001:db8::1", 7));
-    expect(app.fd, sa(dst6), sizeof(sockaddr_in), sa(svr), svrlen, EINVAL);
+    expect(app.get(), sa(dst6), sizeof(sockaddr_in), sa(svr), svrlen, EINVAL);
     sockaddr_un un{};
     un.sun_family = AF_UNIX;
-    expect(app.fd, reinterpret_cast<sockaddr*>(&un), sizeof un, sa(svr), svrlen, EAFNOSUPPORT);
-    expect(app.fd, sa(dst), dlen, reinterpret_cast<sockaddr*>(&un), sizeof un, EAFNOSUPPORT);
+    expect(app.get(), reinterpret_cast<sockaddr*>(&un), sizeof un, sa(svr), svrlen, EAFNOSUPPORT);
+    expect(app.get(), sa(dst), dlen, reinterpret_cast<sockaddr*>(&un), sizeof un, EAFNOSUPPORT);
 }
 
 TEST_F(SendTo, ADescriptorReusedForAnotherKindOfSocketIsCheckedAgain) {
@@ -380,44 +370,44 @@ TEST_F(SendTo, ADescriptorReusedForAnotherKindOfSocketIsCheckedAgain) {
     socklen_t dlen;
     auto dst = sockaddr_of(ep("192.0.2.7", 7), &dlen);
     char m = 'a';
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0);
-    ASSERT_TRUE(receive(relay.fd));
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0);
+    ASSERT_TRUE(receive(relay.get()));
     Fd tcp(::socket(AF_INET, SOCK_STREAM, 0));
-    ASSERT_EQ(::dup2(tcp.fd, app.fd), app.fd);
-    EXPECT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), -1);
+    ASSERT_EQ(::dup2(tcp.get(), app.get()), app.get());
+    EXPECT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), -1);
     EXPECT_EQ(errno, EINVAL);
-    ::close(app.fd);
-    EXPECT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), -1);
+    ::close(app.get());
+    EXPECT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), -1);
     EXPECT_EQ(errno, EBADF);
 }
 
 TEST(SendTo6, IPv6RelayFromAnIPv6Socket) {
     Fd relay = udp(AF_INET6, "::1");
-    Endpoint r = local_of(relay.fd);
+    Endpoint r = local_of(relay.get());
     FakeLease lease(&r, ep("::1"));
     socklen_t svrlen, dlen;
     auto svr = lease.rendezvous(&svrlen);
     auto dst = sockaddr_of(ep("192.0.2.7", 7), &dlen);
     Fd app = udp(AF_INET6);
     char m = '6';
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
     Endpoint from;
-    EXPECT_EQ(receive(relay.fd, &from), cat(header4("192.0.2.7", 7), Bytes{'6'}));
+    EXPECT_EQ(receive(relay.get(), &from), cat(header4("192.0.2.7", 7), Bytes{'6'}));
     EXPECT_EQ(from.to_string().substr(0, 6), "[::1]:");
 }
 
 TEST(SendTo6, IPv4RelayFromADualStackSocket) {
     Fd relay = udp(AF_INET, "127.0.0.1");
-    Endpoint r = local_of(relay.fd);
+    Endpoint r = local_of(relay.get());
     FakeLease lease(&r, ep("127.0.0.2"));
     socklen_t svrlen, dlen;
     auto svr = lease.rendezvous(&svrlen);
     auto dst = sockaddr_of(ep("2001:db8::5", 7), &dlen);
     Fd app = udp(AF_INET6);
     char m = 'd';
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
     Endpoint from;
-    EXPECT_EQ(receive(relay.fd, &from), cat(header6("2001:db8::5", 7), Bytes{'d'}));
+    EXPECT_EQ(receive(relay.get(), &from), cat(header6("2001:db8::5", 7), Bytes{'d'}));
     EXPECT_EQ(from.to_string().substr(0, 10), "127.0.0.2:");
 }
 
@@ -428,12 +418,12 @@ protected:
     int family() const { return GetParam(); }
     const char* loopback() const { return family() == AF_INET ? "127.0.0.1" : "::1"; }
     Fd relay = udp(family(), loopback());
-    Endpoint relay_ep = local_of(relay.fd);
+    Endpoint relay_ep = local_of(relay.get());
     FakeLease lease{&relay_ep, ep(loopback())};
     Fd app = udp(family(), loopback());
-    Endpoint app_ep = local_of(app.fd);
+    Endpoint app_ep = local_of(app.get());
 
-    void from_relay(const Bytes& b) { send_raw(relay.fd, app_ep, b); }
+    void from_relay(const Bytes& b) { send_raw(relay.get(), app_ep, b); }
 };
 
 INSTANTIATE_TEST_SUITE_P(Loopback, RecvFrom, ::testing::Values(AF_INET, AF_INET6),
@@ -444,7 +434,7 @@ TEST_P(RecvFrom, StripsAnIPv4Header) {
     char buf[16];
     sockaddr_storage from{};
     socklen_t flen = sizeof from;
-    ASSERT_EQ(socks5udp_recvfrom(app.fd, buf, sizeof buf, 0, sa(from), &flen), 3) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_recvfrom(app.get(), buf, sizeof buf, 0, sa(from), &flen), 3) << std::strerror(errno);
     EXPECT_EQ(std::string(buf, 3), "abc");
     ASSERT_EQ(flen, sizeof(sockaddr_in));
     EXPECT_EQ(*Endpoint::from_sockaddr(sa(from), flen), ep("10.1.2.3", 7777));
@@ -455,7 +445,7 @@ TEST_P(RecvFrom, StripsAnIPv6Header) {
     Bytes buf(64);
     sockaddr_storage from{};
     socklen_t flen = sizeof from;
-    ASSERT_EQ(socks5udp_recvfrom(app.fd, buf.data(), buf.size(), 0, sa(from), &flen), 40) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_recvfrom(app.get(), buf.data(), buf.size(), 0, sa(from), &flen), 40) << std::strerror(errno);
     EXPECT_EQ(Bytes(buf.begin(), buf.begin() + 40), pattern(40));
     ASSERT_EQ(flen, sizeof(sockaddr_in6));
     EXPECT_EQ(*Endpoint::from_sockaddr(sa(from), flen), ep("2001:db8::42", 443));
@@ -475,7 +465,7 @@ TEST_P(RecvFrom, EveryLengthCombination) {
                 for (int flags : {0, int{MSG_TRUNC}}) {
                     from_relay(cat(hdr, payload));
                     Bytes buf(len + 16, 0xAA);
-                    ssize_t n = socks5udp_recvfrom(app.fd, buf.data(), len, flags, nullptr, nullptr);
+                    ssize_t n = socks5udp_recvfrom(app.get(), buf.data(), len, flags, nullptr, nullptr);
                     const size_t want = std::min(plen, len);
                     ASSERT_EQ(n, static_cast<ssize_t>(flags ? plen : want)) << std::strerror(errno);
                     EXPECT_EQ(Bytes(buf.begin(), buf.begin() + static_cast<long>(want)),
@@ -489,7 +479,7 @@ TEST_P(RecvFrom, EveryLengthCombination) {
 
 TEST_P(RecvFrom, DropsWhatIsNotAGoodDatagramFromACurrentRelay) {
     Fd stranger = udp(family(), loopback());
-    send_raw(stranger.fd, app_ep, cat(header4("10.0.0.1", 1), Bytes{'s'}));  // not a relay
+    send_raw(stranger.get(), app_ep, cat(header4("10.0.0.1", 1), Bytes{'s'}));  // not a relay
     from_relay(cat(header4("10.0.0.1", 1, /*frag*/ 1), Bytes{'f'}));          // FRAG != 0
     Bytes rsv = cat(header4("10.0.0.1", 1), Bytes{'r'});
     rsv[1] = 1;
@@ -500,35 +490,35 @@ TEST_P(RecvFrom, DropsWhatIsNotAGoodDatagramFromACurrentRelay) {
     from_relay(Bytes{});                                                        // empty
     from_relay(cat(header4("10.0.0.1", 1), Bytes{'o', 'k'}));
     char buf[8];
-    ASSERT_EQ(socks5udp_recvfrom(app.fd, buf, sizeof buf, 0, nullptr, nullptr), 2) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_recvfrom(app.get(), buf, sizeof buf, 0, nullptr, nullptr), 2) << std::strerror(errno);
     EXPECT_EQ(std::string(buf, 2), "ok");
     // Nothing good left: non-blocking returns EAGAIN rather than waiting.
     from_relay(cat(header4("10.0.0.1", 1, 2), Bytes{'f'}));
     errno = 0;
-    EXPECT_EQ(socks5udp_recvfrom(app.fd, buf, sizeof buf, MSG_DONTWAIT, nullptr, nullptr), -1);
+    EXPECT_EQ(socks5udp_recvfrom(app.get(), buf, sizeof buf, MSG_DONTWAIT, nullptr, nullptr), -1);
     EXPECT_EQ(errno, EAGAIN);
-    int fl = fcntl(app.fd, F_GETFL);
-    ASSERT_EQ(fcntl(app.fd, F_SETFL, fl | O_NONBLOCK), 0);
-    send_raw(stranger.fd, app_ep, cat(header4("10.0.0.1", 1), Bytes{'s'}));
-    EXPECT_EQ(socks5udp_recvfrom(app.fd, buf, sizeof buf, 0, nullptr, nullptr), -1);
+    int fl = fcntl(app.get(), F_GETFL);
+    ASSERT_EQ(fcntl(app.get(), F_SETFL, fl | O_NONBLOCK), 0);
+    send_raw(stranger.get(), app_ep, cat(header4("10.0.0.1", 1), Bytes{'s'}));
+    EXPECT_EQ(socks5udp_recvfrom(app.get(), buf, sizeof buf, 0, nullptr, nullptr), -1);
     EXPECT_EQ(errno, EAGAIN);
 }
 
 TEST_P(RecvFrom, OldRelayIsDroppedAfterARenewal) {
     Fd relay2 = udp(family(), loopback());
-    lease.event({LeaseEventType::Renewed, 2, local_of(relay2.fd), ep(loopback()), 0, 0});
+    lease.event({LeaseEventType::Renewed, 2, local_of(relay2.get()), ep(loopback()), 0, 0});
     socklen_t svrlen;
     auto svr = lease.rendezvous(&svrlen);
     socklen_t dlen;
     auto dst = sockaddr_of(ep("192.0.2.7", 7), &dlen);
     char m = 'x';
     // Sending applies the renewal (the library only sends to a relay it knows).
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
-    ASSERT_TRUE(receive(relay2.fd));
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    ASSERT_TRUE(receive(relay2.get()));
     from_relay(cat(header4("10.0.0.1", 1), Bytes{'o'}));
-    send_raw(relay2.fd, app_ep, cat(header4("10.0.0.1", 1), Bytes{'n'}));
+    send_raw(relay2.get(), app_ep, cat(header4("10.0.0.1", 1), Bytes{'n'}));
     char buf[8];
-    ASSERT_EQ(socks5udp_recvfrom(app.fd, buf, sizeof buf, 0, nullptr, nullptr), 1);
+    ASSERT_EQ(socks5udp_recvfrom(app.get(), buf, sizeof buf, 0, nullptr, nullptr), 1);
     EXPECT_EQ(buf[0], 'n');
 }
 
@@ -538,7 +528,7 @@ TEST_P(RecvFrom, FromIsTruncatedToFromLen) {
     std::memset(&from, 0x55, sizeof from);
     socklen_t flen = 4;
     char buf[4];
-    ASSERT_EQ(socks5udp_recvfrom(app.fd, buf, sizeof buf, 0, sa(from), &flen), 1);
+    ASSERT_EQ(socks5udp_recvfrom(app.get(), buf, sizeof buf, 0, sa(from), &flen), 1);
     EXPECT_EQ(flen, sizeof(sockaddr_in6));
     sa_family_t fam;
     std::memcpy(&fam, &from, sizeof fam);
@@ -550,10 +540,10 @@ TEST_P(RecvFrom, PeekLeavesTheGoodDatagramQueued) {
     from_relay(cat(header4("10.0.0.1", 1, 1), Bytes{'f'}));
     from_relay(cat(header4("10.0.0.1", 1), Bytes{'g'}));
     char buf[4];
-    ASSERT_EQ(socks5udp_recvfrom(app.fd, buf, sizeof buf, MSG_PEEK, nullptr, nullptr), 1);
+    ASSERT_EQ(socks5udp_recvfrom(app.get(), buf, sizeof buf, MSG_PEEK, nullptr, nullptr), 1);
     EXPECT_EQ(buf[0], 'g');
     buf[0] = 0;
-    ASSERT_EQ(socks5udp_recvfrom(app.fd, buf, sizeof buf, MSG_DONTWAIT, nullptr, nullptr), 1);
+    ASSERT_EQ(socks5udp_recvfrom(app.get(), buf, sizeof buf, MSG_DONTWAIT, nullptr, nullptr), 1);
     EXPECT_EQ(buf[0], 'g');
 }
 
@@ -565,13 +555,13 @@ TEST_P(RecvFrom, ArgumentErrors) {
     EXPECT_EQ(socks5udp_recvfrom(closed, buf, sizeof buf, 0, nullptr, &flen), -1);
     EXPECT_EQ(errno, EBADF);
     Fd file(::open("/dev/null", O_RDONLY));
-    EXPECT_EQ(socks5udp_recvfrom(file.fd, buf, sizeof buf, 0, nullptr, nullptr), -1);
+    EXPECT_EQ(socks5udp_recvfrom(file.get(), buf, sizeof buf, 0, nullptr, nullptr), -1);
     EXPECT_EQ(errno, ENOTSOCK);
     Fd tcp(::socket(AF_INET, SOCK_STREAM, 0));
-    EXPECT_EQ(socks5udp_recvfrom(tcp.fd, buf, sizeof buf, 0, nullptr, nullptr), -1);
+    EXPECT_EQ(socks5udp_recvfrom(tcp.get(), buf, sizeof buf, 0, nullptr, nullptr), -1);
     EXPECT_EQ(errno, EINVAL);
     sockaddr_storage from;
-    EXPECT_EQ(socks5udp_recvfrom(app.fd, buf, sizeof buf, 0, sa(from), nullptr), -1);
+    EXPECT_EQ(socks5udp_recvfrom(app.get(), buf, sizeof buf, 0, sa(from), nullptr), -1);
     EXPECT_EQ(errno, EINVAL);
 }
 
@@ -581,19 +571,19 @@ TEST(Current, FollowsTheLease) {
     FakeLease lease(nullptr);
     sockaddr_storage rv{};
     errno = 0;
-    EXPECT_EQ(socks5udp_current(lease.app.fd, sa(rv), sizeof rv), -1);
+    EXPECT_EQ(socks5udp_current(lease.app.get(), sa(rv), sizeof rv), -1);
     EXPECT_EQ(errno, EINPROGRESS);
     const Endpoint r1 = ep("192.0.2.1", 4000), r2 = ep("2001:db8::1", 4001);
     lease.event({LeaseEventType::Ready, 1, r1, ep("127.0.0.1"), 0, 0});
-    ASSERT_EQ(socks5udp_current(lease.app.fd, sa(rv), sizeof(sockaddr_in)), 0) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_current(lease.app.get(), sa(rv), sizeof(sockaddr_in)), 0) << std::strerror(errno);
     EXPECT_EQ(*Endpoint::from_sockaddr(sa(rv), sizeof rv), r1);
     lease.event({LeaseEventType::Renewed, 2, r2, ep("::1"), 0, 0});
-    EXPECT_EQ(socks5udp_current(lease.app.fd, sa(rv), sizeof(sockaddr_in)), -1);
+    EXPECT_EQ(socks5udp_current(lease.app.get(), sa(rv), sizeof(sockaddr_in)), -1);
     EXPECT_EQ(errno, EINVAL);  // too small for the IPv6 relay
-    ASSERT_EQ(socks5udp_current(lease.app.fd, sa(rv), sizeof rv), 0);
+    ASSERT_EQ(socks5udp_current(lease.app.get(), sa(rv), sizeof rv), 0);
     EXPECT_EQ(*Endpoint::from_sockaddr(sa(rv), sizeof rv), r2);
     lease.event({LeaseEventType::Lost, 0, {}, {}, ENOTCONN, S5_ELOST});
-    EXPECT_EQ(socks5udp_current(lease.app.fd, sa(rv), sizeof rv), -1);
+    EXPECT_EQ(socks5udp_current(lease.app.get(), sa(rv), sizeof rv), -1);
     EXPECT_EQ(errno, ENOTCONN);
     EXPECT_EQ(socks5_errno, S5_ELOST);
 }
@@ -601,12 +591,12 @@ TEST(Current, FollowsTheLease) {
 TEST(Current, NotALeaseIsEINVAL) {
     sockaddr_storage rv{};
     Fd u = udp(AF_INET);
-    EXPECT_EQ(socks5udp_current(u.fd, sa(rv), sizeof rv), -1);
+    EXPECT_EQ(socks5udp_current(u.get(), sa(rv), sizeof rv), -1);
     EXPECT_EQ(errno, EINVAL);
     EXPECT_EQ(socks5udp_current(-1, sa(rv), sizeof rv), -1);
     EXPECT_EQ(errno, EINVAL);
     FakeLease lease(nullptr);
-    EXPECT_EQ(socks5udp_current(lease.app.fd, nullptr, sizeof rv), -1);
+    EXPECT_EQ(socks5udp_current(lease.app.get(), nullptr, sizeof rv), -1);
     EXPECT_EQ(errno, EINVAL);
 }
 
@@ -615,17 +605,17 @@ TEST(AssociateAgain, CompletesAPendingLeaseLikeConnect) {
     sockaddr_storage dst = sockaddr_of(ep("192.0.2.7", 7));
     const sockaddr_storage before = dst;
     errno = 0;
-    EXPECT_EQ(socks5udp_associate(lease.app.fd, sa(dst), sizeof dst, nullptr, 0), -1);
+    EXPECT_EQ(socks5udp_associate(lease.app.get(), sa(dst), sizeof dst, nullptr, 0), -1);
     EXPECT_EQ(errno, EALREADY);
     EXPECT_EQ(std::memcmp(&dst, &before, sizeof dst), 0);
     const Endpoint r = ep("192.0.2.1", 4000);
     lease.event({LeaseEventType::Ready, 1, r, ep("127.0.0.1"), 0, 0});
-    pollfd p{lease.app.fd, POLLIN, 0};
+    pollfd p{lease.app.get(), POLLIN, 0};
     EXPECT_EQ(::poll(&p, 1, 0), 1);  // readable: time to call again
-    ASSERT_EQ(socks5udp_associate(lease.app.fd, sa(dst), sizeof dst, nullptr, 0), 0) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_associate(lease.app.get(), sa(dst), sizeof dst, nullptr, 0), 0) << std::strerror(errno);
     EXPECT_EQ(*Endpoint::from_sockaddr(sa(dst), sizeof dst), r);
     EXPECT_EQ(::poll(&p, 1, 0), 0);  // the event was consumed
-    EXPECT_EQ(socks5udp_associate(lease.app.fd, sa(dst), sizeof dst, nullptr, 0), -1);
+    EXPECT_EQ(socks5udp_associate(lease.app.get(), sa(dst), sizeof dst, nullptr, 0), -1);
     EXPECT_EQ(errno, EISCONN);
 }
 
@@ -634,7 +624,7 @@ TEST(AssociateAgain, ReportsAFailedPendingLease) {
     lease.event({LeaseEventType::Lost, 0, {}, {}, ECONNREFUSED, S5_ECONNREFUSED});
     sockaddr_storage dst = sockaddr_of(ep("192.0.2.7", 7));
     const sockaddr_storage before = dst;
-    EXPECT_EQ(socks5udp_associate(lease.app.fd, sa(dst), sizeof dst, nullptr, 0), -1);
+    EXPECT_EQ(socks5udp_associate(lease.app.get(), sa(dst), sizeof dst, nullptr, 0), -1);
     EXPECT_EQ(errno, ECONNREFUSED);
     EXPECT_EQ(socks5_errno, S5_ECONNREFUSED);
     EXPECT_EQ(std::memcmp(&dst, &before, sizeof dst), 0);
@@ -644,7 +634,7 @@ TEST(AssociateAgain, BrokerGoneWhilePendingIsLost) {
     FakeLease lease(nullptr);
     lease.broker = Fd();
     sockaddr_storage dst = sockaddr_of(ep("192.0.2.7", 7));
-    EXPECT_EQ(socks5udp_associate(lease.app.fd, sa(dst), sizeof dst, nullptr, 0), -1);
+    EXPECT_EQ(socks5udp_associate(lease.app.get(), sa(dst), sizeof dst, nullptr, 0), -1);
     EXPECT_EQ(errno, ENOTCONN);
     EXPECT_EQ(socks5_errno, S5_ELOST);
 }
@@ -653,9 +643,9 @@ TEST(AssociateAgain, RelayTooLargeForDstIsEINVALAndStaysReady) {
     FakeLease lease(nullptr);
     lease.event({LeaseEventType::Ready, 1, ep("2001:db8::1", 4000), ep("::1"), 0, 0});
     sockaddr_storage dst = sockaddr_of(ep("192.0.2.7", 7));
-    EXPECT_EQ(socks5udp_associate(lease.app.fd, sa(dst), sizeof(sockaddr_in), nullptr, 0), -1);
+    EXPECT_EQ(socks5udp_associate(lease.app.get(), sa(dst), sizeof(sockaddr_in), nullptr, 0), -1);
     EXPECT_EQ(errno, EINVAL);
-    EXPECT_EQ(socks5udp_associate(lease.app.fd, sa(dst), sizeof dst, nullptr, 0), 0);
+    EXPECT_EQ(socks5udp_associate(lease.app.get(), sa(dst), sizeof dst, nullptr, 0), 0);
 }
 
 TEST(AssociateAgain, OtherSeqpacketSocketIsEINVAL) {
@@ -663,7 +653,7 @@ TEST(AssociateAgain, OtherSeqpacketSocketIsEINVAL) {
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
     Fd a(sv[0]), b(sv[1]);
     sockaddr_storage dst = sockaddr_of(ep("192.0.2.7", 7));
-    EXPECT_EQ(socks5udp_associate(a.fd, sa(dst), sizeof dst, nullptr, 0), -1);
+    EXPECT_EQ(socks5udp_associate(a.get(), sa(dst), sizeof dst, nullptr, 0), -1);
     EXPECT_EQ(errno, EINVAL);
 }
 
@@ -675,9 +665,9 @@ TEST(AssociateAgain, OtherSeqpacketSocketIsEINVAL) {
 TEST(Threads, SendersFollowRenewalsConcurrently) {
     Fd r1 = udp(AF_INET, "127.0.0.1"), r2 = udp(AF_INET, "127.0.0.1");
     int big = 4 << 20;
-    setsockopt(r1.fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-    setsockopt(r2.fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-    const Endpoint e1 = local_of(r1.fd), e2 = local_of(r2.fd);
+    setsockopt(r1.get(), SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    setsockopt(r2.get(), SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    const Endpoint e1 = local_of(r1.get()), e2 = local_of(r2.get());
     FakeLease lease(&e1, ep("127.0.0.1"));
     socklen_t svrlen, dlen;
     auto svr = lease.rendezvous(&svrlen);
@@ -687,7 +677,7 @@ TEST(Threads, SendersFollowRenewalsConcurrently) {
     std::atomic<bool> done{false};
     // Received as they come: a default rmem_max could not queue them all.
     std::thread receiver([&] {
-        pollfd p[2] = {{r1.fd, POLLIN, 0}, {r2.fd, POLLIN, 0}};
+        pollfd p[2] = {{r1.get(), POLLIN, 0}, {r2.get(), POLLIN, 0}};
         while (!done || ::poll(p, 2, 0) > 0) {
             if (::poll(p, 2, 100) <= 0) continue;
             char buf[64];
@@ -702,7 +692,7 @@ TEST(Threads, SendersFollowRenewalsConcurrently) {
             sockaddr_storage d = dst, v = svr;
             char m = 't';
             for (int i = 0; i < kEach; ++i)
-                if (socks5udp_sendto(app.fd, &m, 1, 0, sa(d), dlen, sa(v), svrlen) != 0) ++failures;
+                if (socks5udp_sendto(app.get(), &m, 1, 0, sa(d), dlen, sa(v), svrlen) != 0) ++failures;
         });
     for (uint32_t g = 2; g < 200; ++g) {
         lease.event({LeaseEventType::Renewed, g, g % 2 ? e1 : e2, ep("127.0.0.1"), 0, 0});
@@ -717,8 +707,8 @@ TEST(Threads, SendersFollowRenewalsConcurrently) {
     // Generation 199 (odd) named r1.
     Fd app = udp(AF_INET);
     char m = 'z';
-    ASSERT_EQ(socks5udp_sendto(app.fd, &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0);
-    EXPECT_TRUE(receive(r1.fd));
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0);
+    EXPECT_TRUE(receive(r1.get()));
 }
 
 // ---- socks5_getserv without a bus -----------------------------------------------

@@ -24,6 +24,7 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+#include "unique_fd.hpp"
 
 namespace s5bench {
 namespace {
@@ -39,32 +40,8 @@ constexpr size_t kUpstreamPrefix = 64;
 constexpr int kBurst = 64;
 constexpr int kSocketBuffer = 4 * 1024 * 1024;
 
-class Fd {
-public:
-    Fd() = default;
-    explicit Fd(int fd) : fd_(fd) {}
-    ~Fd() { reset(); }
-    Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    Fd& operator=(Fd&& o) noexcept {
-        if (this != &o) {
-            reset();
-            fd_ = std::exchange(o.fd_, -1);
-        }
-        return *this;
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    void reset() {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-
-private:
-    int fd_ = -1;
-};
+// The project's one owner of a descriptor.
+using Fd = s5::UniqueFd;
 
 [[noreturn]] void fail(const char* call) {
     throw std::runtime_error(std::string("DelayForwarder: ") + call + ": " + std::strerror(errno));

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "harness.hpp"
+#include "unique_fd.hpp"
 
 namespace {
 
@@ -72,14 +73,8 @@ protected:
 
 
 
-struct Fd {
-    int fd;
-    explicit Fd(int f) : fd(f) {}
-    ~Fd() {
-        if (fd >= 0) ::close(fd);
-    }
-    Fd(const Fd&) = delete;
-};
+// The project's one owner of a descriptor.
+using Fd = s5::UniqueFd;
 
 int tcp_socket(int family = AF_INET, int flags = 0) { return ::socket(family, SOCK_STREAM | flags, 0); }
 
@@ -90,7 +85,7 @@ void associate_and_echo(const std::string& server_ip, uint16_t server_port, cons
     size_t svrlen = 0;
     auto svr = sockaddr_of(server_ip, server_port, &svrlen);
     auto dst = sockaddr_of(target_ip, env->echo.port());
-    ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), svrlen), 0)
+    ASSERT_EQ(socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(svr), svrlen), 0)
         << std::strerror(errno) << " / " << socks5_strerror(socks5_errno);
     EXPECT_EQ(socks5_errno, 0);
     // Dst now holds the rendezvous: danted's relay on the server's address.
@@ -109,7 +104,7 @@ TEST_F(Associate, UsernameAuthRoundTrip) { associate_and_echo("127.0.0.1", env->
 TEST_F(Associate, NullSvrRoutesByDestination) {
     Fd s(tcp_socket());
     auto dst = sockaddr_of("127.0.0.1", env->echo.port());
-    ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof(sockaddr_in), nullptr, 0), 0) << std::strerror(errno);
+    ASSERT_EQ(socks5udp_associate(s.get(), sa(dst), sizeof(sockaddr_in), nullptr, 0), 0) << std::strerror(errno);
     auto reply = echo_through(dst, "127.0.0.1", env->echo.port(), "routed");
     ASSERT_TRUE(reply);
     EXPECT_EQ(*reply, "routed");
@@ -125,16 +120,16 @@ Failure associate_fail(const std::string& server_ip, uint16_t port) {
     auto svr = sockaddr_of(server_ip, port, &svrlen);
     auto dst = sockaddr_of("127.0.0.1", env->echo.port());
     auto before = dst;
-    int rc = socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), svrlen);
+    int rc = socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(svr), svrlen);
     Failure f{rc, errno, socks5_errno};
     EXPECT_EQ(std::memcmp(&dst, &before, sizeof dst), 0) << "Dst changed on failure";
     int type = 0;
     socklen_t len = sizeof type;
-    EXPECT_EQ(getsockopt(s.fd, SOL_SOCKET, SO_TYPE, &type, &len), 0);
+    EXPECT_EQ(getsockopt(s.get(), SOL_SOCKET, SO_TYPE, &type, &len), 0);
     EXPECT_EQ(type, SOCK_STREAM) << "Socket changed on failure";
     sockaddr_storage local{};
     socklen_t llen = sizeof local;
-    getsockname(s.fd, reinterpret_cast<sockaddr*>(&local), &llen);
+    getsockname(s.get(), reinterpret_cast<sockaddr*>(&local), &llen);
     EXPECT_EQ(local.ss_family, AF_INET) << "Socket is no longer the caller's TCP socket";
     return f;
 }
@@ -186,33 +181,33 @@ TEST_F(ArgumentErrors, BadDescriptorIsEBADF) {
 
 TEST_F(ArgumentErrors, FileIsENOTSOCK) {
     Fd f(::open("/dev/null", O_RDONLY));
-    expect_error(f.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in), ENOTSOCK);
+    expect_error(f.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in), ENOTSOCK);
 }
 
 TEST_F(ArgumentErrors, DatagramSocketIsEINVAL) {
     Fd u(::socket(AF_INET, SOCK_DGRAM, 0));
-    expect_error(u.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in), EINVAL);
+    expect_error(u.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in), EINVAL);
 }
 
 TEST_F(ArgumentErrors, ConnectedSocketIsEISCONN) {
     Fd s(tcp_socket());
-    ASSERT_EQ(::connect(s.fd, sa(svr), sizeof(sockaddr_in)), 0);
-    expect_error(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in), EISCONN);
+    ASSERT_EQ(::connect(s.get(), sa(svr), sizeof(sockaddr_in)), 0);
+    expect_error(s.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in), EISCONN);
 }
 
 TEST_F(ArgumentErrors, NullOrShortDstIsEINVAL) {
     Fd s(tcp_socket());
-    expect_error(s.fd, nullptr, sizeof dst, sa(svr), sizeof(sockaddr_in), EINVAL);
-    expect_error(s.fd, sa(dst), 1, sa(svr), sizeof(sockaddr_in), EINVAL);
-    expect_error(s.fd, sa(dst), sizeof(sockaddr_in) - 1, sa(svr), sizeof(sockaddr_in), EINVAL);
+    expect_error(s.get(), nullptr, sizeof dst, sa(svr), sizeof(sockaddr_in), EINVAL);
+    expect_error(s.get(), sa(dst), 1, sa(svr), sizeof(sockaddr_in), EINVAL);
+    expect_error(s.get(), sa(dst), sizeof(sockaddr_in) - 1, sa(svr), sizeof(sockaddr_in), EINVAL);
     auto d6 = sockaddr_of("::1", 7);
     dst = d6;
-    expect_error(s.fd, sa(dst), sizeof(sockaddr_in), sa(svr), sizeof(sockaddr_in), EINVAL);
+    expect_error(s.get(), sa(dst), sizeof(sockaddr_in), sa(svr), sizeof(sockaddr_in), EINVAL);
 }
 
 TEST_F(ArgumentErrors, ShortSvrIsEINVAL) {
     Fd s(tcp_socket());
-    expect_error(s.fd, sa(dst), sizeof dst, sa(svr), 4, EINVAL);
+    expect_error(s.get(), sa(dst), sizeof dst, sa(svr), 4, EINVAL);
 }
 
 TEST_F(ArgumentErrors, OtherFamilyIsEAFNOSUPPORT) {
@@ -220,16 +215,16 @@ TEST_F(ArgumentErrors, OtherFamilyIsEAFNOSUPPORT) {
     sockaddr_un un{};
     un.sun_family = AF_UNIX;
     std::memcpy(&dst, &un, sizeof un < sizeof dst ? sizeof un : sizeof dst);
-    expect_error(s.fd, sa(dst), sizeof un, sa(svr), sizeof(sockaddr_in), EAFNOSUPPORT);
+    expect_error(s.get(), sa(dst), sizeof un, sa(svr), sizeof(sockaddr_in), EAFNOSUPPORT);
     dst = sockaddr_of("127.0.0.1", env->echo.port());
-    expect_error(s.fd, sa(dst), sizeof dst, reinterpret_cast<const sockaddr*>(&un), sizeof un, EAFNOSUPPORT);
+    expect_error(s.get(), sa(dst), sizeof dst, reinterpret_cast<const sockaddr*>(&un), sizeof un, EAFNOSUPPORT);
 }
 
 TEST_F(ArgumentErrors, UnmappedPointerIsEFAULT) {
     Fd s(tcp_socket());
     // An address in the first page is never mapped.
-    expect_error(s.fd, reinterpret_cast<const sockaddr*>(16), sizeof dst, sa(svr), sizeof(sockaddr_in), EFAULT);
-    expect_error(s.fd, sa(dst), sizeof dst, reinterpret_cast<const sockaddr*>(16), sizeof(sockaddr_in), EFAULT);
+    expect_error(s.get(), reinterpret_cast<const sockaddr*>(16), sizeof dst, sa(svr), sizeof(sockaddr_in), EFAULT);
+    expect_error(s.get(), sa(dst), sizeof dst, reinterpret_cast<const sockaddr*>(16), sizeof(sockaddr_in), EFAULT);
 }
 
 TEST_F(ArgumentErrors, ReadOnlyDstIsEFAULT) {
@@ -239,7 +234,7 @@ TEST_F(ArgumentErrors, ReadOnlyDstIsEFAULT) {
     ASSERT_NE(page, MAP_FAILED);
     std::memcpy(page, &dst, sizeof(sockaddr_in));
     ASSERT_EQ(mprotect(page, 4096, PROT_READ), 0);
-    expect_error(s.fd, static_cast<const sockaddr*>(page), sizeof(sockaddr_in), sa(svr), sizeof(sockaddr_in), EFAULT);
+    expect_error(s.get(), static_cast<const sockaddr*>(page), sizeof(sockaddr_in), sa(svr), sizeof(sockaddr_in), EFAULT);
     munmap(page, 4096);
 }
 
@@ -247,7 +242,7 @@ TEST_F(ArgumentErrors, RendezvousTooLargeForDstIsEINVAL) {
     // An IPv6 server gives an IPv6 rendezvous, which a sockaddr_in cannot hold.
     Fd s(tcp_socket());
     auto svr6 = sockaddr_of("::1", env->plain.port());
-    expect_error(s.fd, sa(dst), sizeof(sockaddr_in), sa(svr6), sizeof(sockaddr_in6), EINVAL);
+    expect_error(s.get(), sa(dst), sizeof(sockaddr_in), sa(svr6), sizeof(sockaddr_in6), EINVAL);
     // ...and the lease the broker made for it is released (TearDown checks).
 }
 
@@ -257,12 +252,11 @@ TEST_F(Associate, ClosingSocketReleasesLeaseAndControlConnection) {
     Fd s(tcp_socket());
     auto svr = sockaddr_of("127.0.0.1", env->plain.port());
     auto dst = sockaddr_of("127.0.0.1", env->echo.port());
-    ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
+    ASSERT_EQ(socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
     EXPECT_EQ(env->client->lease_count(), 1u);
     ASSERT_TRUE(echo_through(dst, "127.0.0.1", env->echo.port(), "x"));
     const std::string relay_port = std::to_string(ntohs(reinterpret_cast<sockaddr_in*>(&dst)->sin_port));
-    ::close(s.fd);
-    s.fd = -1;
+    s.reset();
     EXPECT_TRUE(eventually([] { return env->client->lease_count() == 0; }));
     // danted closes the association with its control connection: the relay
     // stops answering.
@@ -305,7 +299,7 @@ TEST_F(Associate, ReleaseOverTheBusClosesTheLeaseFd) {
     Fd s(tcp_socket());
     auto svr = sockaddr_of("127.0.0.1", env->plain.port());
     auto dst = sockaddr_of("127.0.0.1", env->echo.port());
-    ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
+    ASSERT_EQ(socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
     auto leases = env->client->leases();
     ASSERT_EQ(leases.size(), 1u);
     // Another connection of the same uid (root) may release it.
@@ -315,7 +309,7 @@ TEST_F(Associate, ReleaseOverTheBusClosesTheLeaseFd) {
         .withArguments(sdbus::ObjectPath(leases[0]));
     EXPECT_EQ(env->client->lease_count(), 0u);
     char buf[64];
-    EXPECT_EQ(recv(s.fd, buf, sizeof buf, 0), 0) << "lease fd should see EOF";
+    EXPECT_EQ(recv(s.get(), buf, sizeof buf, 0), 0) << "lease fd should see EOF";
     // Releasing it again: no such object.
     try {
         env->client->manager()
@@ -332,7 +326,7 @@ TEST_F(Associate, LeaseObjectDescribesTheLease) {
     Fd s(tcp_socket());
     auto svr = sockaddr_of("127.0.0.1", env->plain.port());
     auto dst = sockaddr_of("127.0.0.1", env->echo.port());
-    ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
+    ASSERT_EQ(socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
     auto leases = env->client->leases();
     ASSERT_EQ(leases.size(), 1u);
     auto lease = env->client->object(leases[0]);
@@ -354,16 +348,16 @@ TEST_F(Associate, KeepsCloseOnExecAndNonBlocking) {
         Fd s(tcp_socket(AF_INET, flags));
         auto svr = sockaddr_of("127.0.0.1", env->plain.port());
         auto dst = sockaddr_of("127.0.0.1", env->echo.port());
-        int rc = socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in));
+        int rc = socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in));
         if (rc == -1 && errno == EINPROGRESS && (flags & SOCK_NONBLOCK)) {
             // Non-blocking and no warm association at that instant.
-            pollfd p{s.fd, POLLIN, 0};
+            pollfd p{s.get(), POLLIN, 0};
             ASSERT_EQ(poll(&p, 1, 5000), 1);
-            rc = socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in));
+            rc = socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in));
         }
         ASSERT_EQ(rc, 0) << std::strerror(errno);
-        EXPECT_EQ((fcntl(s.fd, F_GETFD) & FD_CLOEXEC) != 0, (flags & SOCK_CLOEXEC) != 0);
-        EXPECT_EQ((fcntl(s.fd, F_GETFL) & O_NONBLOCK) != 0, (flags & SOCK_NONBLOCK) != 0);
+        EXPECT_EQ((fcntl(s.get(), F_GETFD) & FD_CLOEXEC) != 0, (flags & SOCK_CLOEXEC) != 0);
+        EXPECT_EQ((fcntl(s.get(), F_GETFL) & O_NONBLOCK) != 0, (flags & SOCK_NONBLOCK) != 0);
     }
 }
 
@@ -397,7 +391,7 @@ TEST_F(Associate, StatisticsCount) {
         Fd s(tcp_socket());
         auto svr = sockaddr_of("127.0.0.1", env->plain.port());
         auto dst = sockaddr_of("127.0.0.1", env->echo.port());
-        ASSERT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
+        ASSERT_EQ(socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
     }
     EXPECT_TRUE(eventually([] { return env->client->lease_count() == 0; }));
     auto after = env->client->statistics();

@@ -22,6 +22,7 @@
 #include <string>
 
 #include "harness.hpp"
+#include "unique_fd.hpp"
 
 namespace {
 
@@ -38,14 +39,8 @@ struct Env {
 Env* env = nullptr;
 
 
-struct Fd {
-    int fd;
-    explicit Fd(int f) : fd(f) {}
-    ~Fd() {
-        if (fd >= 0) ::close(fd);
-    }
-    Fd(const Fd&) = delete;
-};
+// The project's one owner of a descriptor.
+using Fd = s5::UniqueFd;
 
 
 class Direct : public ::testing::Test {
@@ -182,7 +177,7 @@ TEST_F(Direct, ServerNotListeningIsECONNREFUSED) {
 TEST_F(Direct, NoServerIsENOENTWithENOSERV) {
     Fd s(::socket(AF_INET, SOCK_STREAM, 0));
     sockaddr_storage dst = target();
-    EXPECT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, nullptr, 0), -1);
+    EXPECT_EQ(socks5udp_associate(s.get(), sa(dst), sizeof dst, nullptr, 0), -1);
     EXPECT_EQ(errno, ENOENT);
     EXPECT_EQ(socks5_errno, S5_ENOSERV);
 }
@@ -191,18 +186,18 @@ TEST_F(Direct, NoServerIsENOENTWithENOSERV) {
 TEST_F(Direct, SilentServerTimesOutWithinSO_RCVTIMEO) {
     Fd l(::socket(AF_INET, SOCK_STREAM, 0));
     auto any = sockaddr_of("127.0.0.1", 0);
-    ASSERT_EQ(bind(l.fd, sa(any), sizeof(sockaddr_in)), 0);
-    ASSERT_EQ(listen(l.fd, 4), 0);
+    ASSERT_EQ(bind(l.get(), sa(any), sizeof(sockaddr_in)), 0);
+    ASSERT_EQ(listen(l.get(), 4), 0);
     sockaddr_storage bound{};
     socklen_t blen = sizeof bound;
-    ASSERT_EQ(getsockname(l.fd, sa(bound), &blen), 0);
+    ASSERT_EQ(getsockname(l.get(), sa(bound), &blen), 0);
 
     Fd s(::socket(AF_INET, SOCK_STREAM, 0));
     timeval tv{0, 300000};
-    ASSERT_EQ(setsockopt(s.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    ASSERT_EQ(setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
     sockaddr_storage dst = target();
     auto t0 = std::chrono::steady_clock::now();
-    EXPECT_EQ(socks5udp_associate(s.fd, sa(dst), sizeof dst, sa(bound), sizeof(sockaddr_in)), -1);
+    EXPECT_EQ(socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(bound), sizeof(sockaddr_in)), -1);
     EXPECT_EQ(errno, ETIMEDOUT);
     auto took = std::chrono::steady_clock::now() - t0;
     EXPECT_GE(took, 250ms);
