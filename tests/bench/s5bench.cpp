@@ -338,6 +338,33 @@ private:
     uint16_t port_ = 0;
 };
 
+// A broker as it runs in production (no --debug: per-association log lines
+// would be part of what is measured), started or the run fails.
+void start_quietly(Broker& broker, const char* what) {
+    broker.set_debug(false);
+    if (!broker.start()) die(std::string(what) + " broker did not start:\n" + broker.log());
+}
+
+// The minimal SOCKS5 server and a broker whose one server it is, with room
+// for `capacity` leases: the scale and burst figures.
+struct MiniBroker {
+    MiniSocks5Process mini;
+    Broker broker;
+
+    MiniBroker(const TempDir& dir, const PrivateBus& bus, uint16_t relay_port, unsigned min_idle, unsigned capacity,
+               const char* what)
+        : mini(relay_port),
+          broker(dir, bus,
+                 R"({"servers": [)" + server_json("mini", "127.0.0.1", mini.port()) +
+                     R"(], "pool": {"min_idle": )" + std::to_string(min_idle) +
+                     R"(, "max_associations": )" + std::to_string(capacity) +
+                     R"(}, "limits": {"leases_per_uid": )" + std::to_string(capacity) +
+                     R"(, "leases_total": )" + std::to_string(capacity) + "}}") {
+        broker.set_nofile(hard_nofile());
+        start_quietly(broker, what);
+    }
+};
+
 struct ScaleResult {
     int leases = 0, failed = 0;
     long rss_before = 0, rss_after = 0;
@@ -345,14 +372,9 @@ struct ScaleResult {
 };
 
 ScaleResult hold_many_leases(const TempDir& dir, const PrivateBus& bus, uint16_t relay_port) {
-    MiniSocks5Process mini(relay_port);
-    Broker broker(dir, bus,
-                  R"({"servers": [)" + server_json("mini", "127.0.0.1", mini.port()) +
-                      R"(], "pool": {"min_idle": 16, "max_associations": 20000},
-                         "limits": {"leases_per_uid": 20000, "leases_total": 20000}})");
-    broker.set_nofile(hard_nofile());
-    broker.set_debug(false);
-    if (!broker.start()) die("scale broker did not start:\n" + broker.log());
+    MiniBroker mb(dir, bus, relay_port, 16, 20000, "scale");
+    auto& mini = mb.mini;
+    auto& broker = mb.broker;
     BusClient c(bus);
     wait_pool(c, "mini", 16);
     ScaleResult r;
@@ -481,14 +503,8 @@ BurstResult burst(BusClient& c, int clients, const sockaddr_storage& svr) {
 }
 
 std::vector<BurstResult> bursts(const TempDir& dir, const PrivateBus& bus, uint16_t relay_port) {
-    MiniSocks5Process mini(relay_port);
-    Broker broker(dir, bus,
-                  R"({"servers": [)" + server_json("mini", "127.0.0.1", mini.port()) +
-                      R"(], "pool": {"min_idle": 1024, "max_associations": 8192},
-                         "limits": {"leases_per_uid": 8192, "leases_total": 8192}})");
-    broker.set_nofile(hard_nofile());
-    broker.set_debug(false);
-    if (!broker.start()) die("burst broker did not start:\n" + broker.log());
+    MiniBroker mb(dir, bus, relay_port, 1024, 8192, "burst");
+    auto& mini = mb.mini;
     BusClient c(bus);
     std::vector<BurstResult> v;
     for (int clients : {1, 8, 64}) {
@@ -522,8 +538,7 @@ std::vector<double> renewals(const TempDir& dir, const PrivateBus& bus, uint16_t
     Broker broker(dir, bus,
                   R"({"servers": [)" + server_json("gated", "127.0.0.1", gate.tcp_port()) +
                       R"(], "pool": {"min_idle": 2}, "lease_grace_s": 10})");
-    broker.set_debug(false);
-    if (!broker.start()) die("renewal broker did not start:\n" + broker.log());
+    start_quietly(broker, "renewal");
     BusClient c(bus);
     auto svr = lo(gate.tcp_port());
     auto target = lo(echo_port);
@@ -691,8 +706,7 @@ int run(const std::vector<std::string>& parts) {
                       R"({"servers": [)" + server_json("loopback", "127.0.0.1", danted.port()) + "," +
                           server_json("path", "127.0.0.1", path.tcp_port()) +
                           R"(], "pool": {"min_idle": 16, "max_associations": 64}})");
-        broker.set_debug(false);
-        if (!broker.start()) die("broker did not start:\n" + broker.log());
+        start_quietly(broker, "paths");
         BusClient client(bus);
 
         progress("the forwarder's added round trip");
