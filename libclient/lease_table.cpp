@@ -58,16 +58,21 @@ LeaseTable& LeaseTable::global() {
     return *t;
 }
 
-std::optional<LeaseInfo> LeaseTable::add(int fd, int lease_fd, const Endpoint* relay) {
-    struct stat st;
-    if (::fstat(lease_fd, &st) < 0) return std::nullopt;
-    std::lock_guard<std::mutex> g(m_);
+LeaseTable::Lease& LeaseTable::insert_locked(int fd, const struct stat& st) {
     remove_locked(fd);
     if (leases_.size() >= sweep_at_) sweep_locked();
     Lease& l = leases_[fd];
     l.dev = st.st_dev;
     l.ino = st.st_ino;
     l.info.fd = fd;
+    return l;
+}
+
+std::optional<LeaseInfo> LeaseTable::add(int fd, int lease_fd, const Endpoint* relay) {
+    struct stat st;
+    if (::fstat(lease_fd, &st) < 0) return std::nullopt;
+    std::lock_guard<std::mutex> g(m_);
+    Lease& l = insert_locked(fd, st);
     if (relay && relay->ip_len() != 0) {
         // Generation 0: the Ready event (generation 1) refines it.
         set_relay_locked(l, *relay);
@@ -82,12 +87,7 @@ std::optional<LeaseInfo> LeaseTable::add_direct(int fd, const Endpoint& relay, c
     struct stat st;
     if (::fstat(fd, &st) < 0) return std::nullopt;
     std::lock_guard<std::mutex> g(m_);
-    remove_locked(fd);
-    if (leases_.size() >= sweep_at_) sweep_locked();
-    Lease& l = leases_[fd];
-    l.dev = st.st_dev;
-    l.ino = st.st_ino;
-    l.info.fd = fd;
+    Lease& l = insert_locked(fd, st);
     l.info.direct = true;
     set_relay_locked(l, relay);
     Endpoint src = normalized(source);

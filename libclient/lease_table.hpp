@@ -19,6 +19,8 @@
 // the table: it inherits the descriptors.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <sys/types.h>
 
 #include <cstddef>
@@ -133,6 +135,8 @@ private:
     void clear_current_locked(Lease& l);
     void mark_lost_locked(Lease& l, int err, int s5err);
     void remove_locked(int fd);
+    // A fresh entry for `fd` (any old one removed), for the socket `st` describes.
+    Lease& insert_locked(int fd, const struct stat& st);
     void sweep_locked();
 
     mutable std::mutex m_;
