@@ -20,7 +20,6 @@
 #pragma once
 
 #include <sys/stat.h>
-
 #include <sys/types.h>
 
 #include <cstddef>
