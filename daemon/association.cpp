@@ -89,7 +89,7 @@ void Association::on_deadline() {
         pending_error_ = 0;
         // Out of descriptors or memory here is the broker's shortage, not
         // the server's fault: the caller hears QuotaExceeded (ENOSPC).
-        if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
+        if (out_of_descriptors(e) || e == ENOBUFS || e == ENOMEM)
             fail(Code::QuotaExceeded, "no socket for a connection to " + server_.to_string() + ": " + errno_text(e));
         else
             fail(s5::err::from_connect_errno(e), "connect to " + server_.to_string() + ": " + errno_text(e));

@@ -129,7 +129,7 @@ private:
                     if (fd < 0) {
                         int e = errno;
                         log::warning("cannot pass a lease fd: %s", strerror(e));
-                        reply_error(*res, e == EMFILE || e == ENFILE ? Code::QuotaExceeded : Code::ServerFailure,
+                        reply_error(*res, out_of_descriptors(e) ? Code::QuotaExceeded : Code::ServerFailure,
                                     std::string("cannot pass the lease to the caller: ") + strerror(e));
                         return;
                     }

@@ -8,6 +8,8 @@
 // kFdReserve are left: one comparison per new descriptor, no counting.
 #pragma once
 
+#include <cerrno>
+
 namespace s5d {
 
 inline constexpr int kFdReserve = 16;
@@ -16,5 +18,10 @@ inline constexpr int kFdReserve = 16;
 // returns -1 with errno EMFILE, as if the limit had been reached. A
 // negative `fd` is returned as is (errno untouched).
 int outside_reserve(int fd);
+
+// The errno of a descriptor the broker could not have (the process's or the
+// system's table full, or the reserve reached): the broker's shortage, which
+// callers hear as QuotaExceeded, never a server's fault.
+inline bool out_of_descriptors(int e) { return e == EMFILE || e == ENFILE; }
 
 }  // namespace s5d

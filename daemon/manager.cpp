@@ -6,6 +6,7 @@
 #include <string.h>
 #include <system_error>
 
+#include "fd_reserve.hpp"
 #include "log.hpp"
 #include "s5broker/socks5.h"
 
@@ -226,7 +227,7 @@ Lease* Manager::grant_lease(const AssociateRequest& req, std::unique_ptr<Associa
         log::error("cannot create lease: %s", e.what());
         if (auto it = pools_.find(server); it != pools_.end()) it->second->released();
         int ev = e.code().value();
-        done(Failure{ev == EMFILE || ev == ENFILE ? Code::QuotaExceeded : Code::ServerFailure,
+        done(Failure{out_of_descriptors(ev) ? Code::QuotaExceeded : Code::ServerFailure,
                      std::string("cannot create lease: ") + e.what()});
         return nullptr;
     }
