@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "fd_reserve.hpp"
+#include "peer_closed.hpp"
 #include "log.hpp"
 
 namespace s5d {
@@ -276,12 +277,9 @@ void Association::fail(Code code, const std::string& text) {
 }
 
 bool Association::alive() const {
-    if (state_ != State::Ready || !fd_) return false;
-    char c;
-    ssize_t n = ::recv(fd_.get(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
     // Nothing to read is the normal state of a control connection; stray
     // bytes from the server do not make it dead either.
-    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+    return state_ == State::Ready && fd_ && !peer_closed(fd_.get());
 }
 
 void Association::close_ready(int err, const std::string& why) {

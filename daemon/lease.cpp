@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "fd_reserve.hpp"
+#include "peer_closed.hpp"
 #include "log.hpp"
 
 namespace s5d {
@@ -107,11 +108,7 @@ std::unique_ptr<Association> Lease::mark_lost(int err, int s5err, const std::str
     return std::move(assoc_);
 }
 
-bool Lease::app_closed() const {
-    char c;
-    ssize_t n = ::recv(broker_end_.get(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
+bool Lease::app_closed() const { return peer_closed(broker_end_.get()); }
 
 void Lease::on_broker_end(uint32_t revents) {
     char buf[256];
