@@ -106,21 +106,6 @@ struct Round {
     double assoc_ms = 0, echo_ms = 0;
 };
 
-// Waits for one datagram on `u` and strips its SOCKS header.
-bool await_echo(int u, const std::string& payload, int timeout_ms) {
-    pollfd p{u, POLLIN, 0};
-    char buf[2048];
-    auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (Clock::now() < deadline) {
-        int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
-        if (poll(&p, 1, std::max(left, 1)) != 1) continue;
-        ssize_t n = socks5udp_recvfrom(u, buf, sizeof buf, MSG_DONTWAIT, nullptr, nullptr);
-        if (n == static_cast<ssize_t>(payload.size()) && std::memcmp(buf, payload.data(), payload.size()) == 0)
-            return true;
-    }
-    return false;
-}
-
 // One association through libs5client (broker or direct, as S5CLIENT_MODE
 // says), then one datagram through its relay to `target` and back.
 std::optional<Round> library_round(const sockaddr_storage& svr, const sockaddr_storage& target) {
@@ -135,14 +120,8 @@ std::optional<Round> library_round(const sockaddr_storage& svr, const sockaddr_s
         ::close(s);
         return std::nullopt;
     }
-    int u = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    std::string payload = "s5bench";
-    sockaddr_storage dst = target;
-    bool ok = socks5udp_sendto(u, payload.data(), payload.size(), 0, sa(dst), len_of(dst), sa(rendezvous),
-                               len_of(rendezvous)) == 0 &&
-              await_echo(u, payload, 5000);
+    bool ok = echo_via_library(rendezvous, target, "s5bench", 5000ms) == "s5bench";
     auto t2 = Clock::now();
-    ::close(u);
     ::close(s);
     if (!ok) {
         std::cerr << "s5bench: no echo through the relay" << std::endl;
@@ -549,13 +528,10 @@ std::vector<double> renewals(const TempDir& dir, const PrivateBus& bus, uint16_t
         sockaddr_storage rendezvous = target;
         if (socks5udp_associate(s, sa(rendezvous), sizeof rendezvous, sa(svr), len_of(svr)) != 0)
             die("renewal: associate failed");
-        int u = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         std::string payload = "renew-" + std::to_string(i);
+        if (echo_via_library(rendezvous, target, payload, 2000ms) != payload) die("renewal: no echo before the reset");
+        int u = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         sockaddr_storage dst = target;
-        if (socks5udp_sendto(u, payload.data(), payload.size(), 0, sa(dst), len_of(dst), sa(rendezvous),
-                             len_of(rendezvous)) != 0 ||
-            !await_echo(u, payload, 2000))
-            die("renewal: no echo before the reset");
         sockaddr_storage old{};
         if (socks5udp_current(s, sa(old), sizeof old) != 0) die("renewal: socks5udp_current");
         auto* o4 = reinterpret_cast<sockaddr_in*>(&old);
