@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
-#include <pwd.h>
+#include <unistd.h>
 #include <sdbus-c++/sdbus-c++.h>
 
 #include <algorithm>
@@ -36,7 +36,7 @@ void reply_error(const Result& res, Code code, const std::string& message) {
     try {
         res.returnError(bus_error(code, message));
     } catch (...) {
-        log::warning("cannot send an error reply: %s", message.c_str());
+        log_warning("cannot send an error reply: %s", message.c_str());
     }
 }
 
@@ -49,10 +49,10 @@ auto guarded(const char* what, F&& f) -> decltype(f()) {
     } catch (const sdbus::Error&) {
         throw;
     } catch (const std::exception& e) {
-        log::error("%s: %s", what, e.what());
+        log_error("%s: %s", what, e.what());
         throw bus_error(Code::ServerFailure, std::string(what) + ": internal error");
     } catch (...) {
-        log::error("%s: unknown exception", what);
+        log_error("%s: unknown exception", what);
         throw bus_error(Code::ServerFailure, std::string(what) + ": internal error");
     }
 }
@@ -128,7 +128,7 @@ private:
                     int fd = outside_reserve(fcntl(g->lease_fd.get(), F_DUPFD_CLOEXEC, 3));
                     if (fd < 0) {
                         int e = errno;
-                        log::warning("cannot pass a lease fd: %s", strerror(e));
+                        log_warning("cannot pass a lease fd: %s", strerror(e));
                         reply_error(*res, out_of_descriptors(e) ? Code::QuotaExceeded : Code::ServerFailure,
                                     std::string("cannot pass the lease to the caller: ") + strerror(e));
                         return;
@@ -140,7 +140,7 @@ private:
                         // Not bound: the exception comes from libsdbus-c++
                         // and may be all we can say (sd-bus dups the fd once
                         // more, which fails the same way when fds run out).
-                        log::warning("cannot send an Associate reply (out of file descriptors?)");
+                        log_warning("cannot send an Associate reply (out of file descriptors?)");
                         reply_error(*res, Code::ServerFailure, "cannot pass the lease to the caller");
                     }
                 } else {
@@ -151,7 +151,7 @@ private:
         } catch (const sdbus::Error& e) {
             res->returnError(e);
         } catch (const std::exception& e) {
-            log::error("Associate: %s", e.what());
+            log_error("Associate: %s", e.what());
             res->returnError(bus_error(Code::ServerFailure, "internal error"));
         } catch (...) {
             res->returnError(bus_error(Code::ServerFailure, "internal error"));
@@ -213,8 +213,11 @@ private:
     void Reload() override {
         guarded("Reload", [&] {
             Caller c = caller();
-            if (c.uid != 0)
-                throw sdbus::Error("org.freedesktop.DBus.Error.AccessDenied", "only root may reload the configuration");
+            // The unit's ExecReload= (s5brokerctl reload) runs as the
+            // service's own user.
+            if (c.uid != 0 && c.uid != geteuid())
+                throw sdbus::Error("org.freedesktop.DBus.Error.AccessDenied",
+                                   "only root and the service user may reload the configuration");
             if (auto err = bus_.reload()) throw bus_error(Code::InvalidArgs, "configuration not applied: " + *err);
         });
     }
@@ -329,7 +332,7 @@ private:
 // ---- Bus -------------------------------------------------------------------
 
 Bus::Bus(sdbus::IConnection& conn, Manager& manager)
-    : flush_timer_(manager.loop(), [this] { flush_changes(); }), conn_(conn), manager_(manager) {
+    : flush_timer_(manager.loop(), [this] { flush_changes(); }), conn_(conn), manager_(manager), creds_(conn) {
     dbus_proxy_ = sdbus::createProxy(conn_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
     dbus_proxy_->uponSignal("NameOwnerChanged")
         .onInterface("org.freedesktop.DBus")
@@ -337,9 +340,9 @@ Bus::Bus(sdbus::IConnection& conn, Manager& manager)
             try {
                 on_name_owner_changed(name, old_owner, new_owner);
             } catch (const std::exception& e) {
-                log::error("NameOwnerChanged: %s", e.what());
+                log_error("NameOwnerChanged: %s", e.what());
             } catch (...) {
-                log::error("NameOwnerChanged: unknown exception");
+                log_error("NameOwnerChanged: unknown exception");
             }
         });
     dbus_proxy_->finishRegistration();
@@ -357,39 +360,13 @@ Bus::~Bus() {
     dbus_proxy_.reset();
 }
 
-Bus::CallerInfo Bus::caller_info(const sdbus::Message& msg) {
-    const std::string sender = msg.getSender();
-    auto it = callers_.find(sender);
-    if (it != callers_.end()) return it->second;
-    // Asks the bus daemon (a sync call) once per unique name: the
-    // credentials of a connection never change.
-    CallerInfo info{msg.getCredsUid(), false};
-    info.allowed = info.uid == 0 || in_allowed_groups(msg, info.uid);
-    callers_.emplace(sender, info);
-    return info;
-}
-
-bool Bus::in_allowed_groups(const sdbus::Message& msg, uid_t uid) const {
-    if (allowed_gids_.empty()) return false;
-    std::vector<gid_t> gids;
-    try {
-        gids = msg.getCredsSupplementaryGids();
-        gids.push_back(msg.getCredsGid());
-    } catch (const sdbus::Error&) {
-        // The bus did not tell: fall back to the user database.
-        if (const passwd* pw = getpwuid(uid)) {
-            int n = 64;
-            gids.resize(static_cast<size_t>(n));
-            if (getgrouplist(pw->pw_name, pw->pw_gid, gids.data(), &n) < 0) {
-                gids.resize(static_cast<size_t>(n));
-                getgrouplist(pw->pw_name, pw->pw_gid, gids.data(), &n);
-            }
-            gids.resize(static_cast<size_t>(std::max(n, 0)));
-        }
-    }
-    for (gid_t g : gids)
-        if (allowed_gids_.count(g)) return true;
-    return false;
+Bus::CallerInfo Bus::caller_info(const sdbus::Message& msg) const {
+    const PeerCreds* c = creds_.find(msg.getSender());
+    if (!c)
+        throw sdbus::Error("org.freedesktop.DBus.Error.AccessDenied", "the bus daemon gave no credentials for the caller");
+    bool allowed = c->uid == 0;
+    for (gid_t g : allowed_gids_) allowed = allowed || c->in_group(g);
+    return {c->uid, allowed};
 }
 
 void Bus::resolve_allowed_groups() {
@@ -398,14 +375,14 @@ void Bus::resolve_allowed_groups() {
         if (const group* gr = getgrnam(name.c_str()))
             allowed_gids_.insert(gr->gr_gid);
         else
-            log::warning("allowed_groups: no group named \"%s\"; ignored", name.c_str());
+            log_warning("allowed_groups: no group named \"%s\"; ignored", name.c_str());
     }
 }
 
 void Bus::on_name_owner_changed(const std::string& name, const std::string& old_owner, const std::string& new_owner) {
     // Only unique names (":1.42") own leases; they never come back.
     if (name.empty() || name[0] != ':' || old_owner.empty() || !new_owner.empty()) return;
-    callers_.erase(name);
+    creds_.forget(name);
     manager_.owner_left(name);
 }
 
@@ -454,9 +431,8 @@ std::optional<std::string> Bus::reload() {
     if (!reload_) return std::string("reloading is not available");
     auto err = reload_();
     if (!err) {
-        // Group names may now mean other gids, and membership may differ.
+        // Group names may now mean other gids.
         resolve_allowed_groups();
-        callers_.clear();
     }
     return err;
 }

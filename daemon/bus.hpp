@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "bus_creds.hpp"
 #include "event_loop.hpp"
 #include "manager.hpp"
 
@@ -30,14 +31,16 @@ public:
     Bus(sdbus::IConnection& conn, Manager& manager);
     ~Bus() override;
 
-    // The caller's uid from the bus credentials and whether it may ask for
-    // associations (root, or a member of allowed_groups), cached per unique
-    // name (a sync call to the bus daemon otherwise, design.md §9).
+    // The caller's uid from the credentials the bus daemon gave (see
+    // bus_creds.hpp) and whether it may ask for associations (root, or a
+    // member of allowed_groups). Throws AccessDenied for a sender without
+    // credentials.
     struct CallerInfo {
         uid_t uid;
         bool allowed;
     };
-    CallerInfo caller_info(const sdbus::Message& msg);
+    CallerInfo caller_info(const sdbus::Message& msg) const;
+    const BusCreds& creds() const { return creds_; }
     Manager& manager() { return manager_; }
     sdbus::IConnection& connection() { return conn_; }
 
@@ -70,15 +73,14 @@ private:
 
     sdbus::IConnection& conn_;
     Manager& manager_;
+    BusCreds creds_;
     std::unique_ptr<sdbus::IProxy> dbus_proxy_;
     std::unique_ptr<ManagerObject> manager_obj_;
     std::map<std::string, std::unique_ptr<ServerObject>> servers_;
     std::map<uint64_t, std::unique_ptr<LeaseObject>> leases_;
-    bool in_allowed_groups(const sdbus::Message& msg, uid_t uid) const;
     void resolve_allowed_groups();
 
     Reloader reload_;
-    std::map<std::string, CallerInfo> callers_;
     std::set<gid_t> allowed_gids_;
 };
 

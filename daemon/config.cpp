@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <set>
@@ -483,11 +485,27 @@ std::string group_text(gid_t gid) {
     return std::to_string(gid);
 }
 
-// Why a file holding configuration or a secret is too widely accessible, or
-// nullopt when it is private to its owner and, optionally, the daemon's group.
-// Mode bits, not access(): the daemon runs as root, which can read anything.
+std::string user_text(uid_t uid) {
+    passwd pw{};
+    passwd* found = nullptr;
+    char buf[4096];
+    if (getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found)
+        return std::to_string(uid) + " (" + in_quotes(found->pw_name) + ")";
+    return std::to_string(uid);
+}
+
+// Why a file holding configuration or a secret may have been written or read
+// by someone it should not, or nullopt when it is owned by root or the
+// service user, writable by its owner only, and readable at most by its owner
+// and the daemon's own group (the service's private group, which is never a
+// client group: see check_client_groups). Mode bits, not access(): a daemon
+// running as root can read anything. The rules are sshd's StrictModes.
 std::optional<std::string> exposure(const struct stat& st) {
     const std::string mode = mode_text(st.st_mode);
+    if (st.st_uid != 0 && st.st_uid != geteuid())
+        return "is owned by uid " + user_text(st.st_uid) + ", not by root or the service user; chown root";
+    if (st.st_mode & 0020)
+        return "is writable by its group (mode " + mode + "); chmod 0600 or 0640 with the daemon's group";
     if (st.st_mode & 0007) {
         const char* how = (st.st_mode & 0004) ? "readable" : (st.st_mode & 0002) ? "writable" : "accessible";
         return std::string("is ") + how + " by others (mode " + mode +
@@ -498,6 +516,34 @@ std::optional<std::string> exposure(const struct stat& st) {
                "), which is not the daemon's group; chmod 0600 or chgrp to the daemon's group";
     }
     return std::nullopt;
+}
+
+// Why a directory on the way to such a file lets someone else replace it, or
+// nullopt. Every directory from the file's (symlinks resolved) up to "/"
+// must be owned by root or the service user and writable by nobody else;
+// a root-owned sticky directory (/tmp) is fine: others cannot rename or
+// remove what they do not own there.
+std::optional<std::string> directory_exposure(const std::string& file) {
+    const auto slash = file.rfind('/');
+    std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : file.substr(0, slash);
+    char* real = ::realpath(parent.c_str(), nullptr);
+    if (!real) return std::nullopt;   // the open that follows reports it
+    std::string dir = real;
+    std::free(real);
+    for (;;) {
+        struct stat st {};
+        if (::stat(dir.c_str(), &st) != 0) return "cannot check directory " + dir + ": " + std::strerror(errno);
+        const bool sticky_root = (st.st_mode & S_ISVTX) && st.st_uid == 0;
+        if (st.st_uid != 0 && st.st_uid != geteuid())
+            return "is in directory " + dir + ", owned by uid " + user_text(st.st_uid) +
+                   ", not by root or the service user";
+        if ((st.st_mode & 0022) && !sticky_root)
+            return "is in directory " + dir + ", which others may write to (mode " + mode_text(st.st_mode) +
+                   "); chmod go-w";
+        if (dir == "/") return std::nullopt;
+        const auto up = dir.rfind('/');
+        dir = up == 0 ? "/" : dir.substr(0, up);
+    }
 }
 
 [[noreturn]] void fail_read(std::string_view error_path, const std::string& named, int err) {
@@ -514,8 +560,12 @@ std::string read_private_file(const std::string& file, std::string_view error_pa
     const std::string too_large = subject + "is larger than " + std::to_string(max_bytes) + " bytes";
 
     // O_NONBLOCK: a FIFO in place of the file must not hang start-up; it is
-    // refused below as not a regular file.
-    UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    // refused below as not a regular file. O_NOFOLLOW: a symlink planted in
+    // place of the file must not make the daemon read (and send to a SOCKS
+    // server) a file its planter could not read.
+    if (auto why = directory_exposure(file)) fail(error_path, subject + *why);
+    UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW));
+    if (!fd && errno == ELOOP) fail(error_path, subject + "is a symbolic link; name the file itself");
     if (!fd) fail_read(error_path, named, errno);
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) fail_read(error_path, named, errno);
@@ -605,9 +655,30 @@ Result<Config> parse(std::string_view json_text) {
     }
 }
 
+namespace {
+
+// The daemon's own group may read the configuration and the passwords, so
+// no client may be in it: a client group must be another group.
+void check_client_groups(const Config& c) {
+    for (size_t i = 0; i < c.allowed_groups.size(); ++i) {
+        group gr{};
+        group* found = nullptr;
+        char buf[4096];
+        if (getgrnam_r(c.allowed_groups[i].c_str(), &gr, buf, sizeof buf, &found) == 0 && found &&
+            found->gr_gid == getegid())
+            fail(element("allowed_groups", i),
+                 in_quotes(c.allowed_groups[i]) +
+                     " is the daemon's own group, which may read the configuration and password files; "
+                     "clients need a group of their own (s5broker-clients)");
+    }
+}
+
+}  // namespace
+
 Result<Config> load(const std::string& path, const std::string& credentials_dir) {
     try {
         Config c = parse_document(read_private_file(path, path, false, kMaxConfigBytes));
+        check_client_groups(c);
         for (size_t i = 0; i < c.servers.size(); ++i) {
             Server& s = c.servers[i];
             if (s.auth.method == AuthMethod::Username)

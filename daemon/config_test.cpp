@@ -1,6 +1,7 @@
 #include "config.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -586,6 +587,75 @@ TEST_F(Load, GroupReadableByAnotherGroupRefused) {
     const std::string msg = load_error(path);
     EXPECT_TRUE(msg.starts_with(path + ": is accessible by group ")) << msg;
     EXPECT_TRUE(contains(msg, "(mode 0640), which is not the daemon's group; chmod 0600 or chgrp")) << msg;
+}
+
+// sshd's StrictModes: no symlink at the last component, owned by root or the
+// service user, writable by nobody else, in directories nobody else may
+// write to. Each refusal names the file and the reason.
+TEST_F(Load, SymlinkRefused) {
+    const std::string target = write("real.json", server_with(kServerA), 0600);
+    const std::string link = dir_ + "/link.json";
+    ASSERT_EQ(::symlink(target.c_str(), link.c_str()), 0);
+    EXPECT_EQ(load_error(link), link + ": is a symbolic link; name the file itself");
+
+    const std::string pw = write("corp.pw", kSecret, 0600);
+    const std::string pw_link = dir_ + "/corp-link.pw";
+    ASSERT_EQ(::symlink(pw.c_str(), pw_link.c_str()), 0);
+    EXPECT_EQ(load_error(write_config(pw_link)),
+              "servers[0].auth.password_file: " + pw_link + " is a symbolic link; name the file itself");
+}
+
+TEST_F(Load, FileOfAnotherUserRefused) {
+    const std::string pw = write("corp.pw", kSecret, 0600);
+    if (::chown(pw.c_str(), 65534, static_cast<gid_t>(-1)) != 0) GTEST_SKIP() << "cannot chown (needs root)";
+    const std::string msg = load_error(write_config(pw));
+    EXPECT_TRUE(msg.starts_with("servers[0].auth.password_file: " + pw + " is owned by uid 65534")) << msg;
+    EXPECT_TRUE(contains(msg, "not by root or the service user; chown root")) << msg;
+}
+
+TEST_F(Load, GroupWritableRefused) {
+    const std::string path = write("c.json", server_with(kServerA), 0620, getegid());
+    EXPECT_EQ(load_error(path),
+              path + ": is writable by its group (mode 0620); chmod 0600 or 0640 with the daemon's group");
+}
+
+TEST_F(Load, DirectoryWritableByOthersRefused) {
+    const std::string path = write("c.json", server_with(kServerA), 0600);
+    ASSERT_EQ(::chmod(dir_.c_str(), 0777), 0);
+    char* real = ::realpath(dir_.c_str(), nullptr);
+    ASSERT_NE(real, nullptr);
+    const std::string dir = real;
+    std::free(real);
+    EXPECT_EQ(load_error(path), path + ": is in directory " + dir + ", which others may write to (mode 0777); chmod go-w");
+    // Sticky and owned by root, as /tmp is: others cannot replace the file.
+    if (geteuid() == 0) {
+        ASSERT_EQ(::chmod(dir_.c_str(), 01777), 0);
+        const Result<Config> r = load(path, "");
+        EXPECT_TRUE(r.ok()) << r.error.to_string();
+    }
+}
+
+TEST_F(Load, DirectoryOfAnotherUserRefused) {
+    const std::string sub = dir_ + "/sub";
+    ASSERT_EQ(::mkdir(sub.c_str(), 0755), 0);
+    if (::chown(sub.c_str(), 65534, static_cast<gid_t>(-1)) != 0) GTEST_SKIP() << "cannot chown (needs root)";
+    const std::string path = write("sub/c.json", server_with(kServerA), 0600);
+    const std::string msg = load_error(path);
+    EXPECT_TRUE(contains(msg, ": is in directory ")) << msg;
+    EXPECT_TRUE(contains(msg, "/sub, owned by uid 65534")) << msg;
+}
+
+TEST_F(Load, DaemonsOwnGroupIsNoClientGroup) {
+    const group* own = getgrgid(getegid());
+    ASSERT_NE(own, nullptr);
+    const std::string name = own->gr_name;
+    const std::string path =
+        write("c.json", R"({"servers":[{"name":"a","address":"192.0.2.1","port":1080}],"allowed_groups":["nogroup",")" +
+                            name + R"("]})",
+              0600);
+    EXPECT_EQ(load_error(path), "allowed_groups[1]: \"" + name +
+                                    "\" is the daemon's own group, which may read the configuration and password "
+                                    "files; clients need a group of their own (s5broker-clients)");
 }
 
 TEST_F(Load, ParseErrorsKeepTheirJsonPath) {

@@ -53,9 +53,9 @@ int IoWatch::on_io(sd_event_source*, int, uint32_t revents, void* userdata) {
     try {
         cb(revents);
     } catch (const std::exception& e) {
-        log::error("unhandled exception in I/O handler: %s", e.what());
+        log_error("unhandled exception in I/O handler: %s", e.what());
     } catch (...) {
-        log::error("unhandled non-standard exception in I/O handler");
+        log_error("unhandled non-standard exception in I/O handler");
     }
     return 0;
 }
@@ -93,9 +93,9 @@ int Timer::on_time(sd_event_source*, uint64_t, void* userdata) {
     try {
         cb();
     } catch (const std::exception& e) {
-        log::error("unhandled exception in timer handler: %s", e.what());
+        log_error("unhandled exception in timer handler: %s", e.what());
     } catch (...) {
-        log::error("unhandled non-standard exception in timer handler");
+        log_error("unhandled non-standard exception in timer handler");
     }
     return 0;
 }
@@ -138,9 +138,9 @@ int EventLoop::on_signal_cb(sd_event_source*, const struct signalfd_siginfo*, vo
     try {
         (*static_cast<std::function<void()>*>(userdata))();
     } catch (const std::exception& e) {
-        log::error("unhandled exception in signal handler: %s", e.what());
+        log_error("unhandled exception in signal handler: %s", e.what());
     } catch (...) {
-        log::error("unhandled non-standard exception in signal handler");
+        log_error("unhandled non-standard exception in signal handler");
     }
     return 0;
 }
@@ -177,7 +177,7 @@ int EventLoop::on_bus_prepare(sd_event_source*, void* userdata) {
             sd_event_source_set_enabled(self->bus_timer_.get(), SD_EVENT_ONESHOT);
         }
     } catch (const std::exception& e) {
-        log::error("D-Bus poll data: %s", e.what());
+        log_error("D-Bus poll data: %s", e.what());
         self->exit(1);
     }
     return 0;
@@ -200,7 +200,7 @@ void EventLoop::drain_bus() {
     } catch (const std::exception& e) {
         // The connection itself failed (bus daemon gone): nothing can be
         // served any more; exit non-zero so systemd restarts us.
-        log::error("D-Bus connection failed: %s; exiting", e.what());
+        log_error("D-Bus connection failed: %s; exiting", e.what());
         exit(1);
     }
 }

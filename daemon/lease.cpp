@@ -71,7 +71,7 @@ void Lease::send_event(const s5::wire::LeaseEvent& ev) {
     if (::send(broker_end_.get(), rec.data(), rec.size(), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
         // Full (the application never reads its events) or already closed:
         // the state is still on the bus; EOF handling follows if closed.
-        log::warning("lease %llu: cannot queue event: %s", static_cast<unsigned long long>(id_), strerror(errno));
+        log_warning("lease %llu: cannot queue event: %s", static_cast<unsigned long long>(id_), strerror(errno));
 }
 
 void Lease::attach(std::unique_ptr<Association> assoc) {

@@ -5,6 +5,7 @@
 #include <systemd/sd-journal.h>
 
 #include <array>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -73,7 +74,16 @@ std::string target_name(Target t) {
     return "auto";
 }
 
-void vemit(Level l, const Fields& fields, const char* fmt, va_list ap) {
+namespace {
+
+// meson compiles from the build directory, so __FILE__ is "../daemon/x.cpp":
+// the journal gets the path inside the source tree.
+const char* source_path(const char* file) {
+    while (std::strncmp(file, "../", 3) == 0) file += 3;
+    return file;
+}
+
+void vemit(Level l, Site site, const Fields& fields, const char* fmt, va_list ap) {
     if (static_cast<int>(l) > static_cast<int>(g_max) || g_target == Target::Null) return;
     char buf[1024];
     vsnprintf(buf, sizeof buf, fmt, ap);
@@ -83,7 +93,10 @@ void vemit(Level l, const Fields& fields, const char* fmt, va_list ap) {
     if (to_journal()) {
         std::vector<std::string> items{std::string("MESSAGE=") + buf,
                                        "PRIORITY=" + std::to_string(static_cast<int>(l)),
-                                       "SYSLOG_IDENTIFIER=s5brokerd"};
+                                       "SYSLOG_IDENTIFIER=s5brokerd",
+                                       std::string("CODE_FILE=") + source_path(site.file),
+                                       "CODE_LINE=" + std::to_string(site.line),
+                                       std::string("CODE_FUNC=") + site.func};
         for (const auto& [k, v] : fields) items.push_back(std::string(k) + "=" + v);
         std::vector<iovec> iov;
         for (auto& s : items) iov.push_back({s.data(), s.size()});
@@ -94,6 +107,22 @@ void vemit(Level l, const Fields& fields, const char* fmt, va_list ap) {
     for (const auto& [k, v] : fields) extra += std::string(" ") + k + "=" + v;
     std::fprintf(stderr, "s5brokerd[%s]: %s%s%s\n", kLevelNames[static_cast<size_t>(l)], buf,
                  extra.empty() ? "" : " ", extra.empty() ? "" : ("[" + extra.substr(1) + "]").c_str());
+}
+
+}  // namespace
+
+void emit(Level l, Site site, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vemit(l, site, {}, fmt, ap);
+    va_end(ap);
+}
+
+void emit(Level l, Site site, const Fields& fields, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vemit(l, site, fields, fmt, ap);
+    va_end(ap);
 }
 
 }  // namespace s5d::log

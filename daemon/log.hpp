@@ -3,9 +3,10 @@
 // is "journal", else to stderr. Level and target can be changed at run time
 // (org.freedesktop.LogControl1, see log_control.cpp).
 // Never pass a password or other secret to these functions.
+//
+// Call the log_error() ... log_debug() macros at the end of this file.
 #pragma once
 
-#include <cstdarg>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,28 +32,24 @@ std::string target_name(Target t);
 // Journal fields of one event ("S5_LEASE", "42").
 using Fields = std::vector<std::pair<const char*, std::string>>;
 
-void vemit(Level l, const Fields& fields, const char* fmt, va_list ap);
+// Where an event was logged from: the journal's CODE_FILE=, CODE_LINE=
+// and CODE_FUNC= name the caller, not this file (hence the macros below).
+struct Site {
+    const char* file;
+    int line;
+    const char* func;
+};
 
-#define S5_LOG_FN(name, level)                                                                     \
-    inline void name(const char* fmt, ...) __attribute__((format(printf, 1, 2)));                  \
-    inline void name(const char* fmt, ...) {                                                       \
-        va_list ap;                                                                                \
-        va_start(ap, fmt);                                                                         \
-        vemit(level, {}, fmt, ap);                                                                 \
-        va_end(ap);                                                                                \
-    }                                                                                              \
-    inline void name(const Fields& f, const char* fmt, ...) __attribute__((format(printf, 2, 3))); \
-    inline void name(const Fields& f, const char* fmt, ...) {                                      \
-        va_list ap;                                                                                \
-        va_start(ap, fmt);                                                                         \
-        vemit(level, f, fmt, ap);                                                                  \
-        va_end(ap);                                                                                \
-    }
-S5_LOG_FN(error, Level::Error)
-S5_LOG_FN(warning, Level::Warning)
-S5_LOG_FN(notice, Level::Notice)
-S5_LOG_FN(info, Level::Info)
-S5_LOG_FN(debug, Level::Debug)
-#undef S5_LOG_FN
+void emit(Level l, Site site, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+void emit(Level l, Site site, const Fields& fields, const char* fmt, ...) __attribute__((format(printf, 4, 5)));
 
 }  // namespace s5d::log
+
+// log_error("fmt", ...) or log_error(fields, "fmt", ...), and so on for
+// each level: printf-checked, with the call site recorded.
+#define S5_LOG_SITE (::s5d::log::Site{__FILE__, __LINE__, __func__})
+#define log_error(...) ::s5d::log::emit(::s5d::log::Level::Error, S5_LOG_SITE, __VA_ARGS__)
+#define log_warning(...) ::s5d::log::emit(::s5d::log::Level::Warning, S5_LOG_SITE, __VA_ARGS__)
+#define log_notice(...) ::s5d::log::emit(::s5d::log::Level::Notice, S5_LOG_SITE, __VA_ARGS__)
+#define log_info(...) ::s5d::log::emit(::s5d::log::Level::Info, S5_LOG_SITE, __VA_ARGS__)
+#define log_debug(...) ::s5d::log::emit(::s5d::log::Level::Debug, S5_LOG_SITE, __VA_ARGS__)

@@ -10,10 +10,11 @@ namespace sdbus { class IConnection; }
 namespace s5d {
 
 class LogControlObject;
+class BusCreds;
 
 class LogControl {
 public:
-    explicit LogControl(sdbus::IConnection& conn);
+    LogControl(sdbus::IConnection& conn, const BusCreds& creds);
     ~LogControl();
 
 private:

@@ -2,6 +2,7 @@
 // UDP associations over D-Bus (org.s5broker.Broker1). See s5brokerd(8).
 #include <getopt.h>
 #include <signal.h>
+#include <time.h>
 #include <systemd/sd-daemon.h>
 
 #include <cstdio>
@@ -22,7 +23,7 @@
 namespace {
 
 constexpr const char* kBusName = "org.s5broker.Broker1";
-constexpr const char* kDefaultConfig = "/etc/s5broker/s5brokerd.json";
+constexpr const char* kDefaultConfig = S5BROKER_DEFAULT_CONFIG;  // sysconfdir/s5broker/s5brokerd.json
 constexpr int kExitConfig = 78;  // EX_CONFIG: systemd shows it as "CONFIG"
 
 struct Options {
@@ -42,6 +43,17 @@ void usage(FILE* out) {
                  "  --help               show this help\n"
                  "  --version            show the version\n",
                  kBusName, kDefaultConfig);
+}
+
+// Lease ids are never reused within a boot, so that `journalctl
+// S5_LEASE=<id>` names one lease across daemon restarts: each start counts
+// up from the CLOCK_BOOTTIME microsecond it started at. A broker that ran
+// before made at most one lease per microsecond it ran (a lease costs tens
+// of microseconds), so its ids all lie below this one.
+uint64_t first_lease_id() {
+    timespec ts{};
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
 }
 
 // Returns -1 to go on, else the exit code.
@@ -83,8 +95,9 @@ int run(const Options& opts) {
     const char* creds = std::getenv("CREDENTIALS_DIRECTORY");
     auto loaded = s5::config::load(opts.config, creds ? creds : "");
     if (!loaded.ok()) {
-        // One line naming the JSON path and the reason; systemd logs it.
-        std::fprintf(stderr, "s5brokerd: invalid configuration: %s\n", loaded.error.to_string().c_str());
+        // One line naming the JSON path and the reason, at priority err
+        // (journalctl -p err shows it).
+        log_error("invalid configuration: %s", loaded.error.to_string().c_str());
         return kExitConfig;
     }
 
@@ -98,26 +111,26 @@ int run(const Options& opts) {
     try {
         conn = opts.session_bus ? sdbus::createSessionBusConnection() : sdbus::createSystemBusConnection();
     } catch (const sdbus::Error& e) {
-        std::fprintf(stderr, "s5brokerd: cannot connect to the %s bus: %s\n", opts.session_bus ? "session" : "system",
-                     e.getMessage().c_str());
+        log_error("cannot connect to the %s bus: %s", opts.session_bus ? "session" : "system", e.getMessage().c_str());
         return 1;
     }
     s5d::Manager manager(loop, std::move(*loaded.value));
+    manager.set_next_lease_id(first_lease_id());
     s5d::Bus bus(*conn, manager);
-    s5d::LogControl log_control(*conn);
+    s5d::LogControl log_control(*conn, bus.creds());
     try {
         // Objects are registered first so that the name's appearance means
         // the service is complete.
         conn->requestName(kBusName);
     } catch (const sdbus::Error& e) {
-        std::fprintf(stderr, "s5brokerd: cannot own %s: %s\n", kBusName, e.getMessage().c_str());
+        log_error("cannot own %s: %s", kBusName, e.getMessage().c_str());
         return 1;
     }
     // SIGHUP and Reload(): a bad new file changes nothing.
     bus.set_reloader([&]() -> std::optional<std::string> {
         auto next = s5::config::load(opts.config, creds ? creds : "");
         if (!next.ok()) {
-            s5d::log::error("reload: configuration not applied: %s", next.error.to_string().c_str());
+            log_error("reload: configuration not applied: %s", next.error.to_string().c_str());
             return next.error.to_string();
         }
         manager.apply(std::move(*next.value));
@@ -126,12 +139,12 @@ int run(const Options& opts) {
     loop.on_signal(SIGHUP, [&] { (void)bus.reload(); });
     loop.attach_bus(*conn);
     manager.start();
-    s5d::log::notice("s5brokerd %s serving %s on the %s bus with %zu server(s)", S5BROKER_VERSION, kBusName,
+    log_notice("s5brokerd %s serving %s on the %s bus with %zu server(s)", S5BROKER_VERSION, kBusName,
                      opts.session_bus ? "session" : "system", manager.config().servers.size());
     sd_notify(0, "READY=1\nSTATUS=Serving");
     int rc = loop.run();
     sd_notify(0, "STOPPING=1");
-    s5d::log::notice("shutting down");
+    log_notice("shutting down");
     return rc;
 }
 
@@ -146,7 +159,7 @@ int main(int argc, char** argv) {
     try {
         return run(opts);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "s5brokerd: fatal: %s\n", e.what());
+        log_error("fatal: %s", e.what());
         return 1;
     }
 }

@@ -87,7 +87,7 @@ void Manager::apply(s5::config::Config next) {
         }
     }
     forget_passwords(config_);
-    log::notice("configuration reloaded: %zu server(s), %zu replaced", config_.servers.size(), replaced.size());
+    log_notice("configuration reloaded: %zu server(s), %zu replaced", config_.servers.size(), replaced.size());
     // Requests whose every server is gone cannot be served any more.
     for (auto it = waiters_.begin(); it != waiters_.end();) {
         auto next_it = std::next(it);
@@ -205,11 +205,11 @@ Lease& Manager::create_lease(const AssociateRequest& req, std::unique_ptr<Associ
     leases_.emplace(lease_id, std::move(lease));
     count("leases_granted");
     if (l.state() == LeaseState::Active)
-        log::info(fields(l), "lease %llu: granted to uid %u (%s) on server %s, relay %s, source %s", ull(lease_id),
+        log_info(fields(l), "lease %llu: granted to uid %u (%s) on server %s, relay %s, source %s", ull(lease_id),
                   static_cast<unsigned>(l.uid()), l.owner().c_str(), l.server_name().c_str(),
                   l.relay().to_string().c_str(), l.source().to_string().c_str());
     else
-        log::info(fields(l), "lease %llu: pending for uid %u (%s)", ull(lease_id), static_cast<unsigned>(l.uid()),
+        log_info(fields(l), "lease %llu: pending for uid %u (%s)", ull(lease_id), static_cast<unsigned>(l.uid()),
                   l.owner().c_str());
     if (observer_) observer_->lease_added(l);
     return l;
@@ -224,7 +224,7 @@ Lease* Manager::grant_lease(const AssociateRequest& req, std::unique_ptr<Associa
         return &l;
     } catch (const std::system_error& e) {
         // Out of fds, most likely: the association went with the exception.
-        log::error("cannot create lease: %s", e.what());
+        log_error("cannot create lease: %s", e.what());
         if (auto it = pools_.find(server); it != pools_.end()) it->second->released();
         int ev = e.code().value();
         done(Failure{out_of_descriptors(ev) ? Code::QuotaExceeded : Code::ServerFailure,
@@ -320,11 +320,11 @@ void Manager::deliver(std::list<Waiter>::iterator w, std::unique_ptr<Association
             if (renewal) {
                 count("renewals");
                 if (old_server != l.server_name()) count("failovers");
-                log::notice(fields(l), "lease %llu: renewed on server %s (generation %u), relay %s", ull(l.id()),
+                log_notice(fields(l), "lease %llu: renewed on server %s (generation %u), relay %s", ull(l.id()),
                             l.server_name().c_str(), l.generation(), l.relay().to_string().c_str());
                 if (observer_) observer_->lease_renewed(l);
             } else {
-                log::info(fields(l), "lease %llu: ready on server %s, relay %s", ull(l.id()), l.server_name().c_str(),
+                log_info(fields(l), "lease %llu: ready on server %s, relay %s", ull(l.id()), l.server_name().c_str(),
                           l.relay().to_string().c_str());
                 if (observer_) observer_->lease_changed(l);
             }
@@ -388,7 +388,7 @@ void Manager::dispose(std::unique_ptr<Association> a) {
 
 void Manager::lose(Lease& l, Code code, const std::string& why) {
     const auto& e = s5::err::info(code);
-    log::warning(fields(l), "lease %llu: lost: %s", ull(l.id()), why.c_str());
+    log_warning(fields(l), "lease %llu: lost: %s", ull(l.id()), why.c_str());
     count("leases_lost");
     dispose(l.mark_lost(e.err, e.s5err, why));
     if (observer_) observer_->lease_lost(l, why);
@@ -398,7 +398,7 @@ void Manager::on_lease_association_closed(uint64_t lease_id, int err, const std:
     auto it = leases_.find(lease_id);
     if (it == leases_.end()) return;
     Lease& l = *it->second;
-    log::warning(fields(l), "lease %llu: association on %s ended (%s); renewing", ull(lease_id), l.server_name().c_str(),
+    log_warning(fields(l), "lease %llu: association on %s ended (%s); renewing", ull(lease_id), l.server_name().c_str(),
                  why.c_str());
     // Keepalive gave up: the server's other idle associations are as dead
     // as this one, even if nobody has noticed yet.
@@ -452,7 +452,7 @@ void Manager::remove_lease(uint64_t id, const char* why) {
         }
     }
     count("leases_released");
-    log::info(fields(*l), "lease %llu: released (%s)", ull(id), why);
+    log_info(fields(*l), "lease %llu: released (%s)", ull(id), why);
     if (observer_) observer_->lease_removed(*l);
     dispose(l->take_association());
     l.reset();

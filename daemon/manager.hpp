@@ -100,6 +100,9 @@ public:
     // A bus name left the bus: its leases and waiting requests go with it.
     void owner_left(const std::string& bus_name);
 
+    // Lease ids count up from here (default 1). s5brokerd starts them at
+    // the CLOCK_BOOTTIME microsecond of its start, see main.cpp.
+    void set_next_lease_id(uint64_t id) { next_lease_id_ = id; }
     const std::map<uint64_t, std::unique_ptr<Lease>>& leases() const { return leases_; }
     const std::map<std::string, std::unique_ptr<ServerPool>>& pools() const { return pools_; }
     const Stats& statistics() const { return stats_; }

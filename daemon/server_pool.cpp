@@ -50,7 +50,7 @@ const char* ServerPool::state_name() const {
 void ServerPool::set_health(ServerHealth h) {
     if (h == health_) return;
     health_ = h;
-    log::notice({{"S5_SERVER", server_.name}}, "server %s: %s%s%s", server_.name.c_str(), state_name(), h == ServerHealth::Down ? ": " : "",
+    log_notice({{"S5_SERVER", server_.name}}, "server %s: %s%s%s", server_.name.c_str(), state_name(), h == ServerHealth::Down ? ": " : "",
                 h == ServerHealth::Down ? last_error_.c_str() : "");
 }
 
@@ -79,7 +79,7 @@ std::unique_ptr<Association> ServerPool::take() {
 
 void ServerPool::suspect(const std::string& why) {
     if (!idle_.empty())
-        log::info("server %s: dropping %u idle association(s): %s", server_.name.c_str(), idle(), why.c_str());
+        log_info("server %s: dropping %u idle association(s): %s", server_.name.c_str(), idle(), why.c_str());
     idle_.clear();
     last_error_ = why;
     last_error_code_ = s5::err::Code::ServerTimeout;
@@ -122,7 +122,7 @@ void ServerPool::on_ready(Association& a) {
     retry_timer_.disarm();
     last_error_.clear();
     set_health(ServerHealth::Up);
-    log::debug("server %s: association %llu ready, relay %s (%u idle)", server_.name.c_str(),
+    log_debug("server %s: association %llu ready, relay %s (%u idle)", server_.name.c_str(),
                static_cast<unsigned long long>(a.id()), a.relay().to_string().c_str(), idle());
     schedule_recycle();
     hooks_.changed(*this);
@@ -137,7 +137,7 @@ void ServerPool::on_failed(Association& a, s5::err::Code code, const std::string
     ++stats_["associations_failed"];
     last_error_ = text;
     last_error_code_ = code;
-    log::warning({{"S5_SERVER", server_.name}}, "server %s: association failed: %s", server_.name.c_str(),
+    log_warning({{"S5_SERVER", server_.name}}, "server %s: association failed: %s", server_.name.c_str(),
                  text.c_str());
     set_health(ServerHealth::Down);
     // Next attempt after the backoff delay; a down server costs no loop.
@@ -158,7 +158,7 @@ void ServerPool::on_idle_closed(Association& a, const std::string& why) {
         if ((*it)->id() != a.id()) continue;
         auto doomed = std::move(*it);
         idle_.erase(it);
-        log::info("server %s: idle association %llu closed (%s)", server_.name.c_str(),
+        log_info("server %s: idle association %llu closed (%s)", server_.name.c_str(),
                   static_cast<unsigned long long>(a.id()), why.c_str());
         if (doomed->close_error() == ETIMEDOUT || doomed->close_error() == EPROTO) {
             suspect(why);
@@ -188,7 +188,7 @@ void ServerPool::recycle_old() {
         ++n;
     }
     if (n) {
-        log::debug("server %s: recycled %u idle association(s) older than %llds", server_.name.c_str(), n,
+        log_debug("server %s: recycled %u idle association(s) older than %llds", server_.name.c_str(), n,
                    static_cast<long long>(max_idle_age_.count()));
         hooks_.changed(*this);
     }

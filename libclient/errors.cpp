@@ -81,8 +81,12 @@ Mapped from_dbus_name(std::string_view name) {
             if (i.name == suffix) return {i.err, i.s5err};
         return {ECONNREFUSED, S5_ESRVFAIL};  // a newer broker's unknown error
     }
-    // The broker is not on the bus (not running, not activatable).
-    if (name == "org.freedesktop.DBus.Error.ServiceUnknown" ||
+    // The broker is not on the bus (not running, not activatable), or its
+    // activation failed: dbus-daemon's own Spawn.* errors, or the error
+    // systemd gave for the unit (org.freedesktop.systemd1.*: NoSuchUnit,
+    // UnitMasked, a start job that failed, e.g. on a bad configuration).
+    if (name.starts_with("org.freedesktop.DBus.Error.Spawn.") || name.starts_with("org.freedesktop.systemd1.") ||
+        name == "org.freedesktop.DBus.Error.ServiceUnknown" ||
         name == "org.freedesktop.DBus.Error.NameHasNoOwner" ||
         name == "org.freedesktop.DBus.Error.UnknownObject" ||
         name == "org.freedesktop.DBus.Error.UnknownMethod" ||
@@ -98,7 +102,10 @@ Mapped from_dbus_name(std::string_view name) {
     if (name == "org.freedesktop.DBus.Error.LimitsExceeded" || name == "org.freedesktop.DBus.Error.NoMemory")
         return {ENOSPC, 0};
     if (name == "org.freedesktop.DBus.Error.InvalidArgs") return {EINVAL, 0};
-    return {ENOTCONN, 0};
+    // Anything else (org.freedesktop.DBus.Error.Failed, a name no one
+    // documented): the broker failed to serve the call. Documented in
+    // socks5udp_associate(3), ERRORS.
+    return {EIO, S5_ESRVFAIL};
 }
 
 const char* s5_text(int s5err) {

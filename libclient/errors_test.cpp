@@ -134,9 +134,25 @@ TEST(Errors, OtherBusErrors) {
     EXPECT_EQ(from_dbus_name("org.freedesktop.DBus.Error.Timeout").err, ETIMEDOUT);
     EXPECT_EQ(from_dbus_name("org.freedesktop.DBus.Error.LimitsExceeded").err, ENOSPC);
     EXPECT_EQ(from_dbus_name("org.freedesktop.DBus.Error.InvalidArgs").err, EINVAL);
-    const Mapped m = from_dbus_name("com.example.Whatever");
-    EXPECT_NE(m.err, 0);
-    EXPECT_EQ(m.s5err, 0);
+    // Never ENOTCONN with socks5_errno 0: that pair means nothing to an
+    // application. An error nobody documented is the broker's failure.
+    for (const char* name : {"com.example.Whatever", "org.freedesktop.DBus.Error.Failed"}) {
+        const Mapped m = from_dbus_name(name);
+        EXPECT_EQ(m.err, EIO) << name;
+        EXPECT_EQ(m.s5err, S5_ESRVFAIL) << name;
+    }
+}
+
+TEST(Errors, ActivationFailuresMeanNoBroker) {
+    // What dbus-daemon replies when it cannot start the broker: its own
+    // Spawn.* errors, or the error systemd gave for the unit.
+    for (const char* name : {"org.freedesktop.systemd1.NoSuchUnit", "org.freedesktop.systemd1.UnitMasked",
+                             "org.freedesktop.DBus.Error.Spawn.ChildExited",
+                             "org.freedesktop.DBus.Error.Spawn.ServiceNotFound"}) {
+        const Mapped m = from_dbus_name(name);
+        EXPECT_EQ(m.err, ECONNREFUSED) << name;
+        EXPECT_EQ(m.s5err, S5_ENOSERV) << name;
+    }
 }
 
 TEST(Errors, ConnectErrnoMapsToSameErrno) {
