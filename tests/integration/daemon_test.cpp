@@ -6,6 +6,7 @@
 #include <s5broker/socks5.h>
 #include <sys/socket.h>
 #include <grp.h>
+#include <pwd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -411,6 +412,32 @@ TEST_F(DaemonOnBus, ReloadKeepsLeasesOfUnchangedServersAndMovesTheOthers) {
     EXPECT_EQ(std::string(lease->getProperty("Server").onInterface(li).get<sdbus::ObjectPath>()),
               "/org/s5broker/Broker1/server/e");
     EXPECT_EQ(lease->getProperty("State").onInterface(li).get<std::string>(), "active");
+}
+
+// As the installed unit runs it: the broker as its own user, with every
+// other user's process hidden in its /proc (ProtectProc=invisible). sd-bus's
+// own credential query reads /proc/<pid>/status and failed every call here
+// ("Failed to get bus cred uid"); the broker must take uid and groups from
+// the bus daemon instead.
+TEST(Hardened, CallersKnownFromTheBusDaemonNotFromProc) {
+    TempDir dir;
+    PrivateBus bus(dir);
+    Danted danted(dir);
+    Broker broker(dir, bus, R"({"servers": [)" + server_json("d", "127.0.0.1", danted.port()) +
+                                R"(], "allowed_groups": ["daemon"]})");
+    const group* daemon_group = getgrnam("daemon");
+    ASSERT_NE(daemon_group, nullptr);
+    // The service user: the test user scripts/setup creates.
+    const passwd* service = getpwnam("s5test");
+    ASSERT_NE(service, nullptr) << "run scripts/setup";
+    broker.set_hardened(service->pw_uid, service->pw_gid);
+    ASSERT_TRUE(broker.start()) << broker.log();
+    EXPECT_EQ(associate_as(bus, 0, 0, danted.port()), "") << broker.log();
+    // A member of allowed_groups (its group from the bus), and a stranger.
+    EXPECT_EQ(associate_as(bus, 65534, daemon_group->gr_gid, danted.port()), "") << broker.log();
+    EXPECT_EQ(associate_as(bus, 65534, 65534, danted.port()), "org.freedesktop.DBus.Error.AccessDenied");
+    EXPECT_NE(broker.log().find(": granted to uid 65534"), std::string::npos) << broker.log();
+    EXPECT_EQ(broker.stop(), 0) << broker.log();
 }
 
 // The real bus policy (dbus/org.s5broker.Broker1.conf): the bus itself

@@ -6,6 +6,9 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <grp.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -164,6 +167,16 @@ Process::Process(Options o) : group_(o.own_process_group) {
         }
         int devnull = ::open("/dev/null", O_RDONLY);
         if (devnull >= 0) dup2(devnull, 0);
+        if (o.hide_other_processes &&
+            (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible") != 0)) {
+            std::fprintf(stderr, "hide /proc: %s\n", std::strerror(errno));
+            _exit(127);
+        }
+        if (o.run_as_uid != 0 && (setgroups(0, nullptr) != 0 || setgid(o.run_as_gid) != 0 || setuid(o.run_as_uid) != 0)) {
+            std::fprintf(stderr, "run as %u: %s\n", static_cast<unsigned>(o.run_as_uid), std::strerror(errno));
+            _exit(127);
+        }
         for (auto& kv : o.env) putenv(kv.data());
         sigset_t none;
         sigemptyset(&none);
@@ -436,13 +449,22 @@ bool Broker::start(std::chrono::milliseconds timeout) {
     std::snprintf(un.sun_path, sizeof un.sun_path, "%s", notify_.c_str());
     ::unlink(notify_.c_str());
     if (ns < 0 || ::bind(ns, reinterpret_cast<sockaddr*>(&un), sizeof un) < 0) die("bind notify socket");
+    if (hardened_uid_ != 0) {
+        // The service user reads its own config and may write to the
+        // notify socket.
+        if (::chown(config_.c_str(), hardened_uid_, hardened_gid_) != 0) die("chown config");
+        if (::chmod(notify_.c_str(), 0777) != 0) die("chmod notify socket");
+    }
     proc_ = std::make_unique<Process>(
         Process::Options{debug_ ? std::vector<std::string>{S5BROKERD_PATH, "--config", config_, "--debug"}
                                 : std::vector<std::string>{S5BROKERD_PATH, "--config", config_},
                          {"DBUS_SYSTEM_BUS_ADDRESS=" + bus_.address(), "NOTIFY_SOCKET=" + notify_},
                          log_,
                          false,
-                         nofile_});
+                         nofile_,
+                         hardened_uid_,
+                         hardened_gid_,
+                         hardened_uid_ != 0});
     auto deadline = std::chrono::steady_clock::now() + timeout;
     bool ready = false;
     while (!ready && proc_->running() && std::chrono::steady_clock::now() < deadline) {

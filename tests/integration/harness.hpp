@@ -49,6 +49,12 @@ public:
         std::string log_path;                   // empty: inherit
         bool own_process_group = false;         // setsid(): kill the whole group
         unsigned long nofile = 0;               // RLIMIT_NOFILE for the child (0: inherit)
+        // As the installed unit runs the broker: its own user, and a /proc
+        // that hides every other user's processes (ProtectProc=invisible
+        // mounts procfs with hidepid=invisible).
+        uid_t run_as_uid = 0;                   // 0: stay root
+        gid_t run_as_gid = 0;
+        bool hide_other_processes = false;
     };
     explicit Process(Options o);
     ~Process();                                 // SIGKILL (group) and reap
@@ -163,6 +169,12 @@ public:
     bool start(std::chrono::milliseconds timeout = 10000ms);   // false: exited or no READY
     void set_nofile(unsigned long n) { nofile_ = n; }
     void set_debug(bool on) { debug_ = on; }    // --debug (default on)
+    // Runs the broker as uid/gid with other users' processes hidden in its
+    // /proc, as under the unit; the config file is handed to that uid.
+    void set_hardened(uid_t uid, gid_t gid) {
+        hardened_uid_ = uid;
+        hardened_gid_ = gid;
+    }
     std::optional<int> stop(int sig = 15);
     Process& process() { return *proc_; }
     std::string log() const;
@@ -174,6 +186,8 @@ private:
     std::string config_, log_, notify_;
     unsigned long nofile_ = 0;
     bool debug_ = true;
+    uid_t hardened_uid_ = 0;
+    gid_t hardened_gid_ = 0;
     std::unique_ptr<Process> proc_;
 };
 
