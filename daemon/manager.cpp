@@ -191,7 +191,7 @@ void Manager::bind_to_lease(Association& a, uint64_t lease_id) {
         [](Association&) {},
         [](Association&, Code, const std::string&) {},
         [this, lease_id](Association& closed, const std::string& why) {
-            on_lease_association_closed(lease_id, closed.close_error(), why);
+            on_lease_association_closed(lease_id, closed.close_error(), closed.ready_since(), why);
         },
     });
 }
@@ -291,8 +291,13 @@ void Manager::pump(const std::vector<std::string>& pools, bool new_request) {
 void Manager::serve_waiters(ServerPool& pool) {
     for (auto it = waiters_.begin(); it != waiters_.end() && pool.idle() > 0;) {
         auto next = std::next(it);
-        if (std::find(it->candidates.begin(), it->candidates.end(), pool.name()) != it->candidates.end())
-            deliver(it, pool.take());
+        if (std::find(it->candidates.begin(), it->candidates.end(), pool.name()) != it->candidates.end()) {
+            // idle() counts associations whose close is still queued:
+            // take() skips those and may find none alive.
+            auto a = pool.take();
+            if (!a) break;
+            deliver(it, std::move(a));
+        }
         it = next;
     }
 }
@@ -394,7 +399,8 @@ void Manager::lose(Lease& l, Code code, const std::string& why) {
     if (observer_) observer_->lease_lost(l, why);
 }
 
-void Manager::on_lease_association_closed(uint64_t lease_id, int err, const std::string& why) {
+void Manager::on_lease_association_closed(uint64_t lease_id, int err, Clock::time_point ready_since,
+                                          const std::string& why) {
     auto it = leases_.find(lease_id);
     if (it == leases_.end()) return;
     Lease& l = *it->second;
@@ -404,8 +410,12 @@ void Manager::on_lease_association_closed(uint64_t lease_id, int err, const std:
     // as this one, even if nobody has noticed yet.
     // A server that broke the protocol is suspect too: back off before
     // trusting it again, rather than renewing onto it in a loop.
-    if (err == ETIMEDOUT || err == EPROTO)
-        if (auto p = pools_.find(l.server_name()); p != pools_.end()) p->second->suspect(why);
+    if (auto p = pools_.find(l.server_name()); p != pools_.end()) {
+        if (err == ETIMEDOUT || err == EPROTO)
+            p->second->suspect(why);
+        else
+            p->second->ended_by_server(ready_since, why);
+    }
     dispose(l.detach_for_renewal());
     if (observer_) observer_->lease_changed(l);
     // A crashed server closes all its associations at once, but the closes

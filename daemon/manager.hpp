@@ -142,7 +142,7 @@ private:
     void on_pool_failed(ServerPool& pool, s5::err::Code code, const std::string& text);
     void on_deadline(uint64_t waiter_id);
     void fail_waiter(std::list<Waiter>::iterator w, s5::err::Code code, const std::string& text);
-    void on_lease_association_closed(uint64_t lease_id, int err, const std::string& why);
+    void on_lease_association_closed(uint64_t lease_id, int err, Clock::time_point ready_since, const std::string& why);
     void start_renewal(Lease& lease);
     void lose(Lease& lease, s5::err::Code code, const std::string& why);
     void dispose(std::unique_ptr<Association> a);

@@ -67,6 +67,19 @@ inline unsigned connects_to_start(const PoolCounts& c, const PoolLimits& l, Serv
     return (backoff_elapsed || new_request) ? std::min(need, 1u) : 0;
 }
 
+// An association that the server ends within this time of being made is a
+// failure of the server, not a success: a server that answers the UDP
+// ASSOCIATE and then hangs up (or sends garbage and is dropped) would
+// otherwise reset the backoff with every good handshake and be reconnected
+// to in a busy loop. The backoff is reset only once an association has
+// lived this long.
+inline constexpr std::chrono::seconds kProbation{5};
+
+template <typename TimePoint>
+bool died_young(TimePoint ready_since, TimePoint now) {
+    return now - ready_since < kProbation;
+}
+
 // An idle association older than max_idle_age is closed and replaced:
 // servers and middleboxes drop long-idle connections without telling us.
 template <typename TimePoint, typename Duration>

@@ -74,3 +74,14 @@ TEST(PoolPlan, IdleAge) {
 
 }  // namespace
 }  // namespace s5d
+
+TEST(Probation, AnAssociationEndedWithinItIsAFailureOfTheServer) {
+    using s5d::died_young;
+    using s5d::kProbation;
+    using namespace std::chrono;
+    const steady_clock::time_point ready{seconds(100)};
+    EXPECT_TRUE(died_young(ready, ready));
+    EXPECT_TRUE(died_young(ready, ready + kProbation - milliseconds(1)));
+    EXPECT_FALSE(died_young(ready, ready + kProbation));
+    EXPECT_FALSE(died_young(ready, ready + hours(1)));
+}

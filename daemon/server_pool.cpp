@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include <cerrno>
+#include <optional>
 
 #include "log.hpp"
 
@@ -24,7 +25,13 @@ ServerPool::ServerPool(EventLoop& loop, const s5::config::Server& server, const 
       hooks_(std::move(hooks)),
       rng_(std::random_device{}()),
       retry_timer_(loop, [this] { on_retry(); }),
-      recycle_timer_(loop, [this] { recycle_old(); }) {}
+      recycle_timer_(loop, [this] { recycle_old(); }),
+      proven_timer_(loop, [this] { backoff_.reset(); }),
+      // Posted, not called: ended_by_server() may run inside take(), under
+      // the manager's walk over its waiters.
+      young_death_timer_(loop, [this] {
+          if (health_ == ServerHealth::Down) hooks_.failed(*this, last_error_code_, last_error_);
+      }) {}
 
 ServerPool::~ServerPool() {
     if (!server_.auth.password.empty()) explicit_bzero(server_.auth.password.data(), server_.auth.password.size());
@@ -56,6 +63,7 @@ void ServerPool::set_health(ServerHealth h) {
 
 std::unique_ptr<Association> ServerPool::take() {
     bool dropped = false;
+    std::optional<Clock::time_point> young;   // the newest dead one, if it died young
     while (!idle_.empty()) {
         // The newest: the least likely to have been dropped silently.
         auto a = std::move(idle_.back());
@@ -63,6 +71,7 @@ std::unique_ptr<Association> ServerPool::take() {
         // Its close may be queued behind the event we are serving (a
         // server crash closes every association at once): skip the dead.
         if (!a->alive()) {
+            if (!young && died_young(a->ready_since(), loop_.now())) young = a->ready_since();
             dropped = true;
             continue;
         }
@@ -71,6 +80,7 @@ std::unique_ptr<Association> ServerPool::take() {
         return a;
     }
     if (dropped) {
+        if (young) ended_by_server(*young, "closed by the server");
         hooks_.changed(*this);
         pump(waiters_, false);
     }
@@ -83,10 +93,30 @@ void ServerPool::suspect(const std::string& why) {
     idle_.clear();
     last_error_ = why;
     last_error_code_ = s5::err::Code::ServerTimeout;
+    back_off();
+    hooks_.changed(*this);
+}
+
+void ServerPool::back_off() {
+    proven_timer_.disarm();
     set_health(ServerHealth::Down);
     backoff_elapsed_ = false;
     retry_timer_.arm_in(backoff_.next(rng_));
+}
+
+void ServerPool::ended_by_server(Clock::time_point ready_since, const std::string& why) {
+    const auto now = loop_.now();
+    if (!died_young(ready_since, now)) return;
+    const auto lived = std::chrono::duration_cast<std::chrono::milliseconds>(now - ready_since);
+    last_error_ = "association ended " + std::to_string(lived.count()) + " ms after it was made: " + why;
+    last_error_code_ = s5::err::Code::ServerFailure;
+    ++stats_["associations_failed"];
+    log_warning({{"S5_SERVER", server_.name}}, "server %s: %s", server_.name.c_str(), last_error_.c_str());
+    back_off();
     hooks_.changed(*this);
+    // Requests that only this server could serve fail now, as after a
+    // failed setup, instead of waiting out their time-out.
+    young_death_timer_.arm_in(std::chrono::microseconds(0));
 }
 
 void ServerPool::released() {
@@ -117,7 +147,9 @@ void ServerPool::on_ready(Association& a) {
     idle_.push_back(std::move(it->second));
     connecting_.erase(it);
     ++stats_["associations_made"];
-    backoff_.reset();
+    // Not backoff_.reset(): only an association that lives kProbation
+    // proves the server well (see ended_by_server).
+    proven_timer_.arm_in(std::chrono::duration_cast<std::chrono::microseconds>(kProbation));
     backoff_elapsed_ = true;
     retry_timer_.disarm();
     last_error_.clear();
@@ -139,11 +171,8 @@ void ServerPool::on_failed(Association& a, s5::err::Code code, const std::string
     last_error_code_ = code;
     log_warning({{"S5_SERVER", server_.name}}, "server %s: association failed: %s", server_.name.c_str(),
                  text.c_str());
-    set_health(ServerHealth::Down);
     // Next attempt after the backoff delay; a down server costs no loop.
-    auto delay = backoff_.next(rng_);
-    backoff_elapsed_ = false;
-    retry_timer_.arm_in(delay);
+    back_off();
     hooks_.changed(*this);
     hooks_.failed(*this, code, text);
 }
@@ -162,6 +191,10 @@ void ServerPool::on_idle_closed(Association& a, const std::string& why) {
                   static_cast<unsigned long long>(a.id()), why.c_str());
         if (doomed->close_error() == ETIMEDOUT || doomed->close_error() == EPROTO) {
             suspect(why);
+            return;
+        }
+        if (died_young(doomed->ready_since(), loop_.now())) {
+            ended_by_server(doomed->ready_since(), why);
             return;
         }
         hooks_.changed(*this);

@@ -59,6 +59,10 @@ public:
     // to it is probably gone, and so are its other idle associations. Drop
     // them, mark the server down and probe it again after the backoff.
     void suspect(const std::string& why);
+    // An association of this pool (idle or leased) was ended by the server
+    // after `ready_since`: one that died young counts as a failure of the
+    // server (see kProbation), with backoff.
+    void ended_by_server(Clock::time_point ready_since, const std::string& why);
 
     // Starts what the pool policy asks for, given `waiters` requests that
     // would take an association from this pool. `new_request`: a request
@@ -71,6 +75,7 @@ private:
     void on_failed(Association& a, s5::err::Code code, const std::string& text);
     void on_idle_closed(Association& a, const std::string& why);
     void on_retry();
+    void back_off();
     void schedule_recycle();
     void recycle_old();
     void set_health(ServerHealth h);
@@ -94,6 +99,8 @@ private:
     std::mt19937_64 rng_;
     Timer retry_timer_;
     Timer recycle_timer_;
+    Timer proven_timer_;                             // kProbation after the last ready: backoff reset
+    Timer young_death_timer_;                        // tells the manager after ended_by_server()
 };
 
 }  // namespace s5d

@@ -126,6 +126,34 @@ protected:
         return o;
     }
 
+    // Adds the fake server to the running broker's configuration (reload).
+    void add_server(const FakeSocksServer& fake) {
+        write_file(broker->config_path(),
+                   R"({"servers": [)" + server_json("good", "127.0.0.1", good.port()) + "," +
+                       server_json("fake", "127.0.0.1", fake.port()) +
+                       R"(], "pool": {"min_idle": 0}, "lease_grace_s": 5})");
+        client->manager()->callMethod("Reload").onInterface("org.s5broker.Broker1.Manager");
+    }
+
+    // A non-blocking socks5udp_associate to `server_port`, then the second
+    // call once the lease is readable (connect(2)-style): its outcome.
+    Outcome associate_nonblocking(uint16_t server_port) {
+        Outcome o;
+        o.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        fds.push_back(o.fd);
+        auto svr = sockaddr_of("127.0.0.1", server_port);
+        auto dst = target();
+        o.rc = socks5udp_associate(o.fd, sa(dst), sizeof dst, sa(svr), len_of(svr));
+        o.err = errno;
+        if (o.rc == 0 || o.err != EINPROGRESS) return o;
+        pollfd p{o.fd, POLLIN, 0};
+        if (::poll(&p, 1, 15000) != 1) return o;
+        o.rc = socks5udp_associate(o.fd, sa(dst), sizeof dst, sa(svr), len_of(svr));
+        o.err = errno;
+        o.s5err = socks5_errno;
+        return o;
+    }
+
 private:
     std::map<int, sockaddr_storage> rendezvous_;
 };
@@ -211,6 +239,58 @@ TEST_F(Abuse, EndlessStreamAfterTheReplyEndsOnlyThatAssociation) {
     double cpu = cpu_seconds(broker->process().pid()) - cpu0;
     EXPECT_LT(cpu, 0.5) << "broker busy while a server streams at it";
     EXPECT_NE(broker->log().find("unexpected bytes"), std::string::npos) << broker->log();
+}
+
+// A server that answers every UDP ASSOCIATE with success and hangs up at
+// once. The broker used to crash here (a waiting request was handed the
+// null that take() returns when every "idle" association is already dead)
+// and to reconnect in a busy loop (16,287 associations in 10 s): every good
+// handshake reset the backoff. An association that dies young is a failure
+// of its server now.
+TEST_F(Abuse, ServerHangingUpAfterEveryGoodReplyIsBackedOffAndCrashesNothing) {
+    start_broker();
+    Outcome bystander = associate_with(good.port());
+    ASSERT_EQ(bystander.rc, 0) << std::strerror(bystander.err);
+    FakeSocksServer fake({{kMethodNone}, {kReplyOk}}, After::Close);
+    add_server(fake);
+    const auto t0 = Clock::now();
+    // Non-blocking requests and a blocking one while every association dies.
+    for (int i = 0; i < 5; ++i) {
+        Outcome o = associate_nonblocking(fake.port());
+        EXPECT_TRUE(o.rc == 0 || o.err != EPROTO) << "rc " << o.rc << ": " << std::strerror(o.err);
+        ASSERT_TRUE(broker->process().running()) << broker->process().describe();
+    }
+    Outcome blocking = associate_with(fake.port());
+    EXPECT_TRUE(blocking.rc == 0 || blocking.err != EPROTO) << "a pending-shaped reply to a blocking call";
+    ASSERT_TRUE(broker->process().running()) << broker->process().describe();
+    // Backoff: 100 ms doubling per young death, so a handful of attempts.
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::this_thread::sleep_until(t0 + 4s);
+    const int attempts = fake.connections();
+    std::cerr << "[ measure ] hang-up server: " << attempts << " connections in 4 s (requests took " << seconds
+              << " s)\n";
+    EXPECT_LE(attempts, 16) << "reconnecting in a loop";
+    EXPECT_TRUE(echo_ok(bystander.fd, "bystander"));
+    EXPECT_NE(broker->log().find("ms after it was made"), std::string::npos) << broker->log();
+}
+
+// A server that sends garbage after each good reply: dropped as EPROTO, and
+// (before) reconnected 9 times a second forever, each good handshake
+// resetting the backoff.
+TEST_F(Abuse, ServerStreamingAfterEveryGoodReplyIsBackedOff) {
+    start_broker();
+    FakeSocksServer fake({{kMethodNone}, {kReplyOk}}, After::Stream);
+    add_server(fake);
+    Outcome o = associate_with(fake.port());
+    EXPECT_EQ(o.rc, 0) << std::strerror(o.err);
+    // The lease's renewals keep asking this server for 5 s (lease_grace_s).
+    const auto t0 = Clock::now();
+    const int before = fake.connections();
+    std::this_thread::sleep_until(t0 + 4s);
+    const int attempts = fake.connections() - before;
+    std::cerr << "[ measure ] streaming server: " << attempts << " reconnects in 4 s\n";
+    EXPECT_LE(attempts, 8) << "reconnecting in a loop";
+    EXPECT_TRUE(broker->process().running());
 }
 
 TEST_F(Abuse, CallsOnALeaseObjectThatIsGone) {
