@@ -30,7 +30,8 @@ std::string lease_path(uint64_t id) { return "/org/s5broker/Broker1/lease/" + st
 
 Lease::Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, s5::wire::Endpoint dst,
              std::unique_ptr<Association> assoc, std::function<void(Lease&)> on_eof)
-    : id_(id),
+    : loop_(loop),
+      id_(id),
       path_(lease_path(id)),
       uid_(uid),
       owner_(std::move(owner)),
@@ -66,12 +67,36 @@ Lease::Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, s5::wir
 
 Lease::~Lease() = default;
 
+// Events are never dropped. Each carries the whole state (generation and
+// relay, or the loss), and the library treats Ready and Renewed alike, so
+// when the application does not read and its end is full, the latest event
+// replaces the one still waiting here and goes out as soon as there is room
+// (EPOLLOUT); a Lost is final and is never replaced.
 void Lease::send_event(const s5::wire::LeaseEvent& ev) {
+    if (unsent_) {
+        if (unsent_->type != s5::wire::LeaseEventType::Lost) unsent_ = ev;
+        return;
+    }
+    if (try_send(ev)) return;
+    unsent_ = ev;
+    watch_.set_events(EPOLLIN | EPOLLRDHUP | EPOLLOUT | EPOLLET);
+}
+
+bool Lease::try_send(const s5::wire::LeaseEvent& ev) {
     auto rec = s5::wire::encode_lease_event(ev);
-    if (::send(broker_end_.get(), rec.data(), rec.size(), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-        // Full (the application never reads its events) or already closed:
-        // the state is still on the bus; EOF handling follows if closed.
-        log_warning("lease %llu: cannot queue event: %s", static_cast<unsigned long long>(id_), strerror(errno));
+    for (;;) {
+        if (::send(broker_end_.get(), rec.data(), rec.size(), MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return true;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return false;
+        // Closed: the EOF handling that follows releases the lease.
+        return true;
+    }
+}
+
+void Lease::flush_unsent() {
+    if (!unsent_ || !try_send(*unsent_)) return;
+    unsent_.reset();
+    watch_.set_events(EPOLLIN | EPOLLRDHUP | EPOLLET);
 }
 
 void Lease::attach(std::unique_ptr<Association> assoc) {
@@ -111,8 +136,18 @@ std::unique_ptr<Association> Lease::mark_lost(int err, int s5err, const std::str
 bool Lease::app_closed() const { return peer_closed(broker_end_.get()); }
 
 void Lease::on_broker_end(uint32_t revents) {
+    if (revents & EPOLLOUT) flush_unsent();
     char buf[256];
-    for (;;) {
+    for (unsigned reads = 0;; ++reads) {
+        if (reads == kMaxReadsPerWakeup) {
+            // An application writing into its lease (meaningless, and
+            // ignored) gets no more of the loop than anyone else: the rest
+            // is read on a later iteration. Edge-triggered, so nobody else
+            // will say there is more.
+            if (!more_) more_ = std::make_unique<Timer>(loop_, [this] { on_broker_end(0); });
+            more_->arm_in(std::chrono::microseconds(0));
+            return;
+        }
         ssize_t n = ::recv(broker_end_.get(), buf, sizeof buf, MSG_DONTWAIT);
         if (n > 0) continue;  // the application wrote to its lease: ignored
         if (n < 0 && errno == EINTR) continue;

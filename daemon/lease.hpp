@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "association.hpp"
@@ -73,7 +74,11 @@ public:
 private:
     void on_broker_end(uint32_t revents);
     void send_event(const s5::wire::LeaseEvent& ev);
+    bool try_send(const s5::wire::LeaseEvent& ev);   // false: no room now
+    void flush_unsent();
 
+    static constexpr unsigned kMaxReadsPerWakeup = 16;
+    EventLoop& loop_;
     uint64_t id_;
     std::string path_;
     uid_t uid_;
@@ -89,6 +94,8 @@ private:
     std::string last_error_;
     UniqueFd broker_end_, client_end_;
     IoWatch watch_;
+    std::optional<s5::wire::LeaseEvent> unsent_;     // the latest event, waiting for room
+    std::unique_ptr<Timer> more_;                    // reads past kMaxReadsPerWakeup, made when needed
     std::function<void(Lease&)> on_eof_;
 };
 

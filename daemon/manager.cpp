@@ -217,17 +217,32 @@ Lease& Manager::create_lease(const AssociateRequest& req, std::unique_ptr<Associ
 
 Lease* Manager::grant_lease(const AssociateRequest& req, std::unique_ptr<Association> assoc,
                             const AssociateDone& done) {
+    // Exactly one reply, whatever throws: the lease's socketpair (out of
+    // descriptors), its bus object (sdbus::Error), or anything else. A lease
+    // that was inserted before the failure is removed again, so that it
+    // holds neither socket end nor association.
     const std::string server = assoc ? assoc->server_name() : "";
+    const uint64_t id = next_lease_id_;
+    bool replied = false;
     try {
         Lease& l = create_lease(req, std::move(assoc));
-        done(Grant{l.path(), l.take_client_end(), l.relay()});
+        Grant g{l.path(), l.take_client_end(), l.relay()};
+        replied = true;
+        done(std::move(g));
         return &l;
-    } catch (const std::system_error& e) {
-        // Out of fds, most likely: the association went with the exception.
+    } catch (const std::exception& e) {
+        if (replied) {
+            log_error("Associate reply failed: %s", e.what());
+            return leases_.count(id) ? leases_.at(id).get() : nullptr;
+        }
+        const auto* sys = dynamic_cast<const std::system_error*>(&e);
         log_error("cannot create lease: %s", e.what());
-        if (auto it = pools_.find(server); it != pools_.end()) it->second->released();
-        int ev = e.code().value();
-        done(Failure{out_of_descriptors(ev) ? Code::QuotaExceeded : Code::ServerFailure,
+        if (leases_.count(id)) {
+            remove_lease(id, "could not be handed out");
+        } else if (auto it = pools_.find(server); it != pools_.end()) {
+            it->second->released();   // the association went with the exception
+        }
+        done(Failure{sys && out_of_descriptors(sys->code().value()) ? Code::QuotaExceeded : Code::ServerFailure,
                      std::string("cannot create lease: ") + e.what()});
         return nullptr;
     }
@@ -263,16 +278,19 @@ void Manager::associate(AssociateRequest req, AssociateDone done) {
 
 void Manager::add_waiter(Waiter::Kind kind, std::vector<std::string> candidates, std::chrono::milliseconds timeout,
                          AssociateRequest req, AssociateDone done, uint64_t lease_id) {
+    // The deadline first: a waiter must never be queued without one (a
+    // Timer that cannot be made throws, and the caller replies).
+    const uint64_t id = next_waiter_id_++;
+    Timer deadline(loop_, [this, id] { on_deadline(id); });
+    deadline.arm_in(timeout);
     Waiter& w = waiters_.emplace_back();
-    w.id = next_waiter_id_++;
+    w.id = id;
     w.kind = kind;
     w.candidates = std::move(candidates);
     w.req = std::move(req);
     w.done = std::move(done);
     w.lease_id = lease_id;
-    uint64_t id = w.id;
-    w.deadline = Timer(loop_, [this, id] { on_deadline(id); });
-    w.deadline.arm_in(timeout);
+    w.deadline = std::move(deadline);
 }
 
 unsigned Manager::waiters_for(const std::string& pool) const {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <s5broker/socks5.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <grp.h>
 #include <pwd.h>
@@ -11,9 +12,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <span>
+#include <optional>
+#include <array>
 #include <sdbus-c++/sdbus-c++.h>
 
 #include "harness.hpp"
+#include "wire.hpp"
 
 namespace {
 
@@ -374,6 +379,49 @@ TEST_F(DaemonOnBus, ALeaseClosedAtTheQuotaIsFreeForTheNextCall) {
         ASSERT_EQ(l.error, "") << "call " << i;
         held = std::make_unique<sdbus::UnixFd>(l.fd);
     }
+}
+
+// An application that does not read its lease fd: its end holds only
+// net.unix.max_dgram_qlen (10) unread events, and the broker used to drop
+// every event past that (a missed Renewed leaves the library sending to a
+// dead relay). Now the latest state waits in the broker and goes out when
+// there is room.
+TEST_F(DaemonOnBus, LeaseEventsAreNeverLostWhenTheApplicationDoesNotRead) {
+    Danted second(dir);
+    auto held = hold_lease();
+    auto lease = client->object(held.path);
+    const char* li = "org.s5broker.Broker1.Lease";
+    // Each reload keeps only the other server: the lease moves (Renewed).
+    constexpr uint32_t kMoves = 14;
+    for (uint32_t i = 0; i < kMoves; ++i) {
+        const bool to_e = i % 2 == 0;
+        write_file(broker->config_path(),
+                   R"({"servers": [)" +
+                       (to_e ? server_json("e", "127.0.0.1", second.port()) : server_json("d", "127.0.0.1", danted.port())) +
+                       R"(], "routes": [{"destination": "0.0.0.0/0", "servers": [")" + (to_e ? "e" : "d") + R"("]}]})");
+        client->manager()->callMethod("Reload").onInterface(kManager);
+        ASSERT_TRUE(eventually([&] { return lease->getProperty("Generation").onInterface(li).get<uint32_t>() == i + 2; }))
+            << "move " << i << "\n" << broker->log();
+    }
+    // Read what the application would: the newest event names the newest
+    // generation, however many were coalesced on the way.
+    std::optional<s5::wire::LeaseEvent> last;
+    int events = 0;
+    for (;;) {
+        std::array<uint8_t, 256> buf{};
+        pollfd p{held.fd.get(), POLLIN, 0};
+        if (::poll(&p, 1, 2000) != 1) break;
+        const ssize_t n = ::recv(held.fd.get(), buf.data(), buf.size(), MSG_DONTWAIT);
+        if (n <= 0) break;
+        auto ev = s5::wire::decode_lease_event(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
+        ASSERT_TRUE(ev.has_value());
+        last = ev;
+        ++events;
+        if (last->generation == kMoves + 1) break;
+    }
+    ASSERT_TRUE(last.has_value());
+    EXPECT_EQ(last->generation, kMoves + 1) << "after " << events << " events";
+    EXPECT_EQ(last->type, s5::wire::LeaseEventType::Renewed);
 }
 
 TEST_F(DaemonOnBus, ReloadKeepsLeasesOfUnchangedServersAndMovesTheOthers) {
