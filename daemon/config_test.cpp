@@ -487,6 +487,37 @@ TEST(PrefixContains, UnsetOrImpossiblePrefixMatchesNothing) {
     EXPECT_FALSE(prefix("1.2.3.4", 33).contains(ip("1.2.3.4")));
 }
 
+// A deeply nested document is refused at the nesting limit, before any of
+// it is validated (40,000 levels used to take 6 s and 2.9 GB).
+TEST(Parse, NestingIsBounded) {
+    const auto nested = [](size_t depth) {
+        std::string open, close;
+        for (size_t i = 0; i < depth; ++i) {
+            open += R"({"a":)";
+            close += "}";
+        }
+        return open + "1" + close;
+    };
+    for (size_t depth : {33u, 40000u}) {
+        const Result<Config> r = parse(nested(depth));
+        ASSERT_FALSE(r.ok()) << depth;
+        EXPECT_EQ(r.error.to_string(), "(root): nested deeper than 32 levels") << depth;
+    }
+    // 32 levels parse (and fail validation as an ordinary document does).
+    const Result<Config> r = parse(nested(32));
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error.reason, "nested deeper than 32 levels");
+    std::string arrays = std::string(40000, '[') + std::string(40000, ']');
+    EXPECT_EQ(parse(arrays).error.to_string(), "(root): nested deeper than 32 levels");
+}
+
+TEST(Parse, DuplicateKeyPathsThroughArraysAndObjects) {
+    const Result<Config> r = parse(
+        R"({"servers":[{"name":"a","address":"192.0.2.1","port":1},{"name":"b","address":"192.0.2.2","port":2,"auth":{"method":"none","method":"none"}}]})");
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error.to_string(), "servers[1].auth.method: duplicate key");
+}
+
 // ---- load() ----------------------------------------------------------------------------
 
 constexpr std::string_view kSecret = "hunter2-s3cret";
