@@ -210,16 +210,34 @@ private:
         });
     }
 
-    void Reload() override {
-        guarded("Reload", [&] {
+    void Reload(sdbus::Result<>&& result) override {
+        auto res = std::make_shared<sdbus::Result<>>(std::move(result));
+        try {
             Caller c = caller();
             // The unit's ExecReload= (s5brokerctl reload) runs as the
             // service's own user.
             if (c.uid != 0 && c.uid != geteuid())
                 throw sdbus::Error("org.freedesktop.DBus.Error.AccessDenied",
                                    "only root and the service user may reload the configuration");
-            if (auto err = bus_.reload()) throw bus_error(Code::InvalidArgs, "configuration not applied: " + *err);
-        });
+            bus_.reload([res](const std::optional<std::string>& err) {
+                if (err) {
+                    reply_error(*res, Code::InvalidArgs, "configuration not applied: " + *err);
+                    return;
+                }
+                try {
+                    res->returnResults();
+                } catch (...) {
+                    log_warning("cannot send a Reload reply");
+                }
+            });
+        } catch (const sdbus::Error& e) {
+            res->returnError(e);
+        } catch (const std::exception& e) {
+            log_error("Reload: %s", e.what());
+            res->returnError(bus_error(Code::ServerFailure, "internal error"));
+        } catch (...) {
+            res->returnError(bus_error(Code::ServerFailure, "internal error"));
+        }
     }
 
     std::string Version() override { return S5BROKER_VERSION; }
@@ -346,7 +364,6 @@ Bus::Bus(sdbus::IConnection& conn, Manager& manager)
             }
         });
     dbus_proxy_->finishRegistration();
-    resolve_allowed_groups();
     manager_obj_ = std::make_unique<ManagerObject>(conn_, *this);
     for (const auto& [name, pool] : manager_.pools()) servers_[name] = std::make_unique<ServerObject>(conn_, *pool);
     manager_.set_observer(this);
@@ -367,16 +384,6 @@ Bus::CallerInfo Bus::caller_info(const sdbus::Message& msg) const {
     bool allowed = c->uid == 0;
     for (gid_t g : allowed_gids_) allowed = allowed || c->in_group(g);
     return {c->uid, allowed};
-}
-
-void Bus::resolve_allowed_groups() {
-    allowed_gids_.clear();
-    for (const auto& name : manager_.config().allowed_groups) {
-        if (const group* gr = getgrnam(name.c_str()))
-            allowed_gids_.insert(gr->gr_gid);
-        else
-            log_warning("allowed_groups: no group named \"%s\"; ignored", name.c_str());
-    }
 }
 
 void Bus::on_name_owner_changed(const std::string& name, const std::string& old_owner, const std::string& new_owner) {
@@ -427,14 +434,12 @@ void Bus::server_removed(ServerPool& pool) {
     if (manager_obj_) manager_obj_->emitPropertiesChangedSignal(kManagerIface, {"Servers"});
 }
 
-std::optional<std::string> Bus::reload() {
-    if (!reload_) return std::string("reloading is not available");
-    auto err = reload_();
-    if (!err) {
-        // Group names may now mean other gids.
-        resolve_allowed_groups();
+void Bus::reload(ConfigLoader::Done done) {
+    if (!reload_) {
+        done(std::string("reloading is not available"));
+        return;
     }
-    return err;
+    reload_(std::move(done));
 }
 
 void Bus::server_changed(ServerPool& pool) {

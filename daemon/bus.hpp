@@ -15,6 +15,7 @@
 #include <string>
 
 #include "bus_creds.hpp"
+#include "config_loader.hpp"
 #include "event_loop.hpp"
 #include "manager.hpp"
 
@@ -52,11 +53,14 @@ public:
     void server_added(ServerPool& pool) override;
     void server_removed(ServerPool& pool) override;
 
-    // Re-reads and applies the configuration (Reload(), SIGHUP): nullopt on
-    // success, else why nothing was changed.
-    using Reloader = std::function<std::optional<std::string>()>;
+    // Re-reads and applies the configuration (Reload(), SIGHUP), off the
+    // loop (config_loader.hpp); `done` gets nullopt on success, else why
+    // nothing was changed.
+    using Reloader = std::function<void(ConfigLoader::Done)>;
     void set_reloader(Reloader r) { reload_ = std::move(r); }
-    std::optional<std::string> reload();
+    void reload(ConfigLoader::Done done);
+    // allowed_groups as gids, resolved with the configuration (off the loop).
+    void set_allowed_gids(std::set<gid_t> gids) { allowed_gids_ = std::move(gids); }
     void lease_removed(Lease& lease) override;
 
 private:
@@ -78,8 +82,6 @@ private:
     std::unique_ptr<ManagerObject> manager_obj_;
     std::map<std::string, std::unique_ptr<ServerObject>> servers_;
     std::map<uint64_t, std::unique_ptr<LeaseObject>> leases_;
-    void resolve_allowed_groups();
-
     Reloader reload_;
     std::set<gid_t> allowed_gids_;
 };

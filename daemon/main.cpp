@@ -14,6 +14,7 @@
 
 #include "bus.hpp"
 #include "config.hpp"
+#include "config_loader.hpp"
 #include "event_loop.hpp"
 #include "log.hpp"
 #include "log_control.hpp"
@@ -93,15 +94,32 @@ int parse_args(int argc, char** argv, Options& o) {
 
 int run(const Options& opts) {
     const char* creds = std::getenv("CREDENTIALS_DIRECTORY");
-    auto loaded = s5::config::load(opts.config, creds ? creds : "");
-    if (!loaded.ok()) {
+    s5d::EventLoop loop;
+    s5d::Manager* manager_p = nullptr;
+    s5d::Bus* bus_p = nullptr;
+    // SIGHUP and Reload(): the files are read off the loop; a bad new file
+    // changes nothing.
+    s5d::ConfigLoader loader(loop, opts.config, creds ? creds : "",
+                             [&](s5d::LoadedConfig& next) -> std::optional<std::string> {
+                                 if (!next.config.ok()) {
+                                     log_error("reload: configuration not applied: %s",
+                                               next.config.error.to_string().c_str());
+                                     return next.config.error.to_string();
+                                 }
+                                 for (const auto& w : next.warnings) log_warning("%s", w.c_str());
+                                 manager_p->apply(std::move(*next.config.value));
+                                 bus_p->set_allowed_gids(std::move(next.allowed_gids));
+                                 return std::nullopt;
+                             });
+    auto loaded = loader.load_now();
+    if (!loaded.config.ok()) {
         // One line naming the JSON path and the reason, at priority err
         // (journalctl -p err shows it).
-        log_error("invalid configuration: %s", loaded.error.to_string().c_str());
+        log_error("invalid configuration: %s", loaded.config.error.to_string().c_str());
         return kExitConfig;
     }
+    for (const auto& w : loaded.warnings) log_warning("%s", w.c_str());
 
-    s5d::EventLoop loop;
     loop.on_signal(SIGTERM, [&] { loop.exit(0); });
     loop.on_signal(SIGINT, [&] { loop.exit(0); });
     signal(SIGPIPE, SIG_IGN);
@@ -114,9 +132,13 @@ int run(const Options& opts) {
         log_error("cannot connect to the %s bus: %s", opts.session_bus ? "session" : "system", e.getMessage().c_str());
         return 1;
     }
-    s5d::Manager manager(loop, std::move(*loaded.value));
+    s5d::Manager manager(loop, std::move(*loaded.config.value));
+    manager_p = &manager;
     manager.set_next_lease_id(first_lease_id());
     s5d::Bus bus(*conn, manager);
+    bus_p = &bus;
+    bus.set_allowed_gids(std::move(loaded.allowed_gids));
+    bus.set_reloader([&](s5d::ConfigLoader::Done done) { loader.load(std::move(done)); });
     s5d::LogControl log_control(*conn, bus.creds());
     try {
         // Objects are registered first so that the name's appearance means
@@ -126,17 +148,7 @@ int run(const Options& opts) {
         log_error("cannot own %s: %s", kBusName, e.getMessage().c_str());
         return 1;
     }
-    // SIGHUP and Reload(): a bad new file changes nothing.
-    bus.set_reloader([&]() -> std::optional<std::string> {
-        auto next = s5::config::load(opts.config, creds ? creds : "");
-        if (!next.ok()) {
-            log_error("reload: configuration not applied: %s", next.error.to_string().c_str());
-            return next.error.to_string();
-        }
-        manager.apply(std::move(*next.value));
-        return std::nullopt;
-    });
-    loop.on_signal(SIGHUP, [&] { (void)bus.reload(); });
+    loop.on_signal(SIGHUP, [&] { bus.reload([](const std::optional<std::string>&) {}); });
     loop.attach_bus(*conn);
     manager.start();
     log_notice("s5brokerd %s serving %s on the %s bus with %zu server(s)", S5BROKER_VERSION, kBusName,
