@@ -12,6 +12,7 @@
 #include "fd_reserve.hpp"
 #include "peer_closed.hpp"
 #include "log.hpp"
+#include "pool_policy.hpp"
 
 namespace s5d {
 
@@ -29,16 +30,27 @@ std::string errno_text(int e) { return std::strerror(e); }
 
 // A silent peer (cable pulled, server frozen) is noticed within about
 // idle + interval * count seconds instead of TCP's default two hours.
-void set_keepalive(int fd, const s5::config::Keepalive& k) {
-    int on = 1;
-    int idle = static_cast<int>(k.idle_s), intvl = static_cast<int>(k.interval_s), cnt = static_cast<int>(k.count);
-    unsigned user_timeout_ms = (k.idle_s + k.interval_s * k.count) * 1000u;
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+// Returns 0, or the errno of the first option the kernel refused.
+int set_keepalive(int fd, const s5::config::Keepalive& k) {
+    const int on = 1;
+    const int idle = static_cast<int>(k.idle_s), intvl = static_cast<int>(k.interval_s),
+              cnt = static_cast<int>(k.count);
+    const unsigned user_timeout_ms = tcp_user_timeout_ms(k);
+    const struct {
+        int level, name;
+        const void* value;
+        socklen_t len;
+    } options[] = {
+        {SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on},
+        {IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle},
+        {IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl},
+        {IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt},
+        {IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms},
+        {IPPROTO_TCP, TCP_NODELAY, &on, sizeof on},
+    };
+    for (const auto& o : options)
+        if (setsockopt(fd, o.level, o.name, o.value, o.len) < 0) return errno;
+    return 0;
 }
 
 }  // namespace
@@ -75,7 +87,12 @@ void Association::start_connect() {
         deadline_.arm_in(std::chrono::microseconds(0));
         return;
     }
-    set_keepalive(fd_.get(), keepalive_);
+    if (int e = set_keepalive(fd_.get(), keepalive_)) {
+        pending_error_ = e;
+        pending_local_ = true;
+        deadline_.arm_in(std::chrono::microseconds(0));
+        return;
+    }
     if (::connect(fd_.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0 && errno != EINPROGRESS) {
         pending_error_ = errno;
         deadline_.arm_in(std::chrono::microseconds(0));
@@ -92,6 +109,9 @@ void Association::on_deadline() {
         // the server's fault: the caller hears QuotaExceeded (ENOSPC).
         if (out_of_descriptors(e) || e == ENOBUFS || e == ENOMEM)
             fail(Code::QuotaExceeded, "no socket for a connection to " + server_.to_string() + ": " + errno_text(e));
+        else if (pending_local_)
+            fail(Code::ServerFailure, "cannot set up a control connection to " + server_.to_string() +
+                                          " (TCP keepalive options): " + errno_text(e));
         else
             fail(s5::err::from_connect_errno(e), "connect to " + server_.to_string() + ": " + errno_text(e));
         return;
@@ -196,7 +216,9 @@ void Association::on_readable() {
             if (state_ == State::Ready)
                 close_ready(0, "server closed the control connection");
             else
-                fail(Code::ProtocolError,
+                // Not a malformed reply (ProtocolError): the server went
+                // away, as when it is killed mid-handshake.
+                fail(Code::ServerFailure,
                      "server " + server_.to_string() + " closed the connection during the handshake");
             return;
         }

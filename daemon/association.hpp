@@ -92,6 +92,7 @@ private:
     s5::wire::Endpoint source_;
     Clock::time_point ready_since_{};
     int pending_error_ = 0;                      // socket()/connect() failed at once
+    bool pending_local_ = false;                 // ... or a socket option was refused
     int close_error_ = 0;
     size_t unexpected_ = 0;                      // bytes after the reply
     static constexpr size_t kMaxUnexpected = 4096;

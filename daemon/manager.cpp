@@ -368,7 +368,10 @@ void Manager::on_pool_failed(ServerPool& pool, Code code, const std::string& tex
             auto p = pools_.find(n);
             return p == pools_.end() || (p->second->health() == ServerHealth::Down && p->second->connecting() == 0);
         });
-        if (mine && all_down && it->kind != Waiter::Kind::Renewal) fail_waiter(it, code, text);
+        // The broker's own shortage (QuotaExceeded) leaves the server up,
+        // but the request cannot be served now either.
+        const bool shortage = code == Code::QuotaExceeded;
+        if (mine && (all_down || shortage) && it->kind != Waiter::Kind::Renewal) fail_waiter(it, code, text);
         it = next;
     }
 }

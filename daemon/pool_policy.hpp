@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <random>
 
+#include "config.hpp"
+
 namespace s5d {
 
 // Exponential backoff with jitter: the n-th consecutive failure waits a
@@ -65,6 +67,15 @@ inline unsigned connects_to_start(const PoolCounts& c, const PoolLimits& l, Serv
     if (health != ServerHealth::Down) return need;
     if (c.connecting > 0) return 0;
     return (backoff_elapsed || new_request) ? std::min(need, 1u) : 0;
+}
+
+// TCP_USER_TIMEOUT for a control connection: as long as keepalive takes
+// to give up (idle + interval * count seconds), in milliseconds, computed
+// without overflow and capped where the kernel's int ends (a config may
+// accept interval 32767 and count 127: 4,161,419,000 ms).
+inline unsigned tcp_user_timeout_ms(const s5::config::Keepalive& k) {
+    const uint64_t ms = (uint64_t{k.idle_s} + uint64_t{k.interval_s} * k.count) * 1000u;
+    return static_cast<unsigned>(std::min<uint64_t>(ms, 0x7fffffffu));
 }
 
 // An association that the server ends within this time of being made is a

@@ -85,3 +85,12 @@ TEST(Probation, AnAssociationEndedWithinItIsAFailureOfTheServer) {
     EXPECT_FALSE(died_young(ready, ready + kProbation));
     EXPECT_FALSE(died_young(ready, ready + hours(1)));
 }
+
+TEST(Keepalive, UserTimeoutIsComputedWithoutOverflowAndCapped) {
+    using s5d::tcp_user_timeout_ms;
+    EXPECT_EQ(tcp_user_timeout_ms({10, 3, 3}), 19000u);
+    // Accepted by the config: 10 + 32767 * 127 seconds does not fit an int
+    // of milliseconds; the kernel refused the overflowed value.
+    EXPECT_EQ(tcp_user_timeout_ms({10, 32767, 127}), 0x7fffffffu);
+    EXPECT_EQ(tcp_user_timeout_ms({1, 1, 1}), 2000u);
+}

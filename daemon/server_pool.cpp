@@ -127,7 +127,11 @@ void ServerPool::released() {
 void ServerPool::pump(unsigned waiters, bool new_request) {
     waiters_ = waiters;
     PoolCounts counts{idle(), connecting(), leased_, waiters};
-    unsigned n = connects_to_start(counts, limits_, health_, backoff_elapsed_, new_request);
+    // Short of descriptors, the pool probes as a down server's does (one
+    // attempt at a time, after the backoff or for a new request), though
+    // the server itself is fine.
+    const ServerHealth as = short_of_descriptors_ ? ServerHealth::Down : health_;
+    unsigned n = connects_to_start(counts, limits_, as, backoff_elapsed_, new_request);
     for (unsigned i = 0; i < n; ++i) start_one();
 }
 
@@ -147,6 +151,7 @@ void ServerPool::on_ready(Association& a) {
     idle_.push_back(std::move(it->second));
     connecting_.erase(it);
     ++stats_["associations_made"];
+    short_of_descriptors_ = false;
     // Not backoff_.reset(): only an association that lives kProbation
     // proves the server well (see ended_by_server).
     proven_timer_.arm_in(std::chrono::duration_cast<std::chrono::microseconds>(kProbation));
@@ -171,8 +176,17 @@ void ServerPool::on_failed(Association& a, s5::err::Code code, const std::string
     last_error_code_ = code;
     log_warning({{"S5_SERVER", server_.name}}, "server %s: association failed: %s", server_.name.c_str(),
                  text.c_str());
-    // Next attempt after the backoff delay; a down server costs no loop.
-    back_off();
+    if (code == s5::err::Code::QuotaExceeded) {
+        short_of_descriptors_ = true;
+        // The broker is short of descriptors: not the server's fault, so
+        // its health stays. Standing demand retries after the backoff (no
+        // loop); the requests waiting now are refused at once.
+        backoff_elapsed_ = false;
+        retry_timer_.arm_in(backoff_.next(rng_));
+    } else {
+        // Next attempt after the backoff delay; a down server costs no loop.
+        back_off();
+    }
     hooks_.changed(*this);
     hooks_.failed(*this, code, text);
 }

@@ -96,6 +96,7 @@ private:
     s5::err::Code last_error_code_ = s5::err::Code::ServerFailure;
     Backoff backoff_;
     bool backoff_elapsed_ = true;
+    bool short_of_descriptors_ = false;               // the last attempt found no descriptor
     std::mt19937_64 rng_;
     Timer retry_timer_;
     Timer recycle_timer_;
