@@ -405,6 +405,8 @@ void Bus::schedule_flush() {
 void Bus::flush_changes() {
     if (manager_dirty_ && manager_obj_) manager_obj_->lease_count_changed();
     manager_dirty_ = false;
+    if (servers_dirty_ && manager_obj_) manager_obj_->emitPropertiesChangedSignal(kManagerIface, {"Servers"});
+    servers_dirty_ = false;
     auto dirty = std::move(dirty_servers_);
     dirty_servers_.clear();
     for (const auto& name : dirty)
@@ -424,14 +426,19 @@ void Bus::lease_renewed(Lease& lease) {
     if (auto it = leases_.find(lease.id()); it != leases_.end()) it->second->renewed();
 }
 
+// The Servers list is announced from flush_changes(), after the reload
+// that added or removed servers has replaced the configuration: emitted
+// here, during Manager::apply(), it carried the old list.
 void Bus::server_added(ServerPool& pool) {
     servers_[pool.name()] = std::make_unique<ServerObject>(conn_, pool);
-    if (manager_obj_) manager_obj_->emitPropertiesChangedSignal(kManagerIface, {"Servers"});
+    servers_dirty_ = true;
+    schedule_flush();
 }
 
 void Bus::server_removed(ServerPool& pool) {
     servers_.erase(pool.name());
-    if (manager_obj_) manager_obj_->emitPropertiesChangedSignal(kManagerIface, {"Servers"});
+    servers_dirty_ = true;
+    schedule_flush();
 }
 
 void Bus::reload(ConfigLoader::Done done) {

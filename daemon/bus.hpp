@@ -73,6 +73,7 @@ private:
     void flush_changes();
     Timer flush_timer_;
     bool manager_dirty_ = false;
+    bool servers_dirty_ = false;
     std::set<std::string> dirty_servers_;
 
     sdbus::IConnection& conn_;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -651,7 +652,25 @@ const Server* Config::find_server(const wire::Endpoint& ep) const {
     return it == servers.end() ? nullptr : &*it;
 }
 
-const Route* Config::route_for(const wire::Endpoint& dst) const {
+namespace {
+// ::ffff:a.b.c.d as a.b.c.d; anything else unchanged.
+wire::Endpoint unmapped(const wire::Endpoint& ip) {
+    static constexpr std::array<uint8_t, 12> kMapped{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (ip.family != AF_INET6 || !std::equal(kMapped.begin(), kMapped.end(), ip.ip.begin())) return ip;
+    wire::Endpoint v4;
+    v4.family = AF_INET;
+    std::copy(ip.ip.begin() + 12, ip.ip.end(), v4.ip.begin());
+    v4.port = ip.port;
+    return v4;
+}
+}  // namespace
+
+// An IPv4-mapped IPv6 destination (an AF_INET6 socket sending to an IPv4
+// host) is IPv4 traffic and takes the IPv4 routes: otherwise writing
+// 10.1.2.3 as ::ffff:10.1.2.3 would step around the operator's route for
+// 10.0.0.0/8.
+const Route* Config::route_for(const wire::Endpoint& destination) const {
+    const wire::Endpoint dst = unmapped(destination);
     const Route* best = nullptr;
     for (const Route& r : routes) {
         if (r.destination.contains(dst) && (!best || r.destination.length > best->destination.length)) best = &r;

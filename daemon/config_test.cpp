@@ -413,11 +413,20 @@ TEST(RouteFor, LongestPrefixWins) {
 TEST(RouteFor, FamiliesDoNotMix) {
     const Config c = routed_config();
     EXPECT_EQ(route_servers(c.route_for(ip("2001:db8:ffff::1"))), "c");
-    // No IPv6 default route: 0.0.0.0/0 must not catch IPv6 destinations,
-    // not even IPv4-mapped ones.
+    // No IPv6 default route: 0.0.0.0/0 must not catch IPv6 destinations.
     EXPECT_EQ(c.route_for(ip("2001:db9::1")), nullptr);
-    EXPECT_EQ(c.route_for(ip("::ffff:10.1.2.3")), nullptr);
     EXPECT_EQ(c.route_for(wire::Endpoint{}), nullptr);
+}
+
+TEST(RouteFor, Ipv4MappedDestinationsTakeTheIpv4Routes) {
+    // ::ffff:10.1.2.3 is the IPv4 host 10.1.2.3: its IPv4 route applies,
+    // so that the mapped spelling cannot step around it.
+    const Config c = routed_config();
+    EXPECT_EQ(route_servers(c.route_for(ip("::ffff:10.1.2.3"))), route_servers(c.route_for(ip("10.1.2.3"))));
+    EXPECT_EQ(route_servers(c.route_for(ip("::ffff:10.1.2.4"))), "c");
+    EXPECT_EQ(route_servers(c.route_for(ip("::ffff:192.0.2.99", 53))), "a");
+    // Only the ::ffff:0:0/96 prefix is mapped; ::10.1.2.3 (compatible) is not.
+    EXPECT_EQ(c.route_for(ip("::10.1.2.3")), nullptr);
 }
 
 TEST(RouteFor, NoRoutesNoMatch) {

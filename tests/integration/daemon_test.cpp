@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <mutex>
 #include <span>
 #include <optional>
 #include <array>
@@ -422,6 +423,40 @@ TEST_F(DaemonOnBus, LeaseEventsAreNeverLostWhenTheApplicationDoesNotRead) {
     ASSERT_TRUE(last.has_value());
     EXPECT_EQ(last->generation, kMoves + 1) << "after " << events << " events";
     EXPECT_EQ(last->type, s5::wire::LeaseEventType::Renewed);
+}
+
+// PropertiesChanged(Servers) after a reload carries the new list (it used to
+// be emitted before the configuration was replaced: the old list).
+TEST_F(DaemonOnBus, ServersSignalAfterReloadCarriesTheNewList) {
+    Danted second(dir);
+    auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+    auto proxy = sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1");
+    std::mutex m;
+    std::vector<std::vector<sdbus::ObjectPath>> seen;
+    proxy->uponSignal("PropertiesChanged")
+        .onInterface("org.freedesktop.DBus.Properties")
+        .call([&](const std::string& iface, const std::map<std::string, sdbus::Variant>& changed,
+                  const std::vector<std::string>&) {
+            if (iface != kManager) return;
+            if (auto it = changed.find("Servers"); it != changed.end()) {
+                std::lock_guard<std::mutex> lock(m);
+                seen.push_back(it->second.get<std::vector<sdbus::ObjectPath>>());
+            }
+        });
+    proxy->finishRegistration();
+    conn->enterEventLoopAsync();
+    const auto count = [&] {
+        std::lock_guard<std::mutex> lock(m);
+        return seen.size();
+    };
+    // Replace d by e.
+    write_file(broker->config_path(), R"({"servers": [)" + server_json("e", "127.0.0.1", second.port()) + "]}");
+    client->manager()->callMethod("Reload").onInterface(kManager);
+    ASSERT_TRUE(eventually([&] { return count() >= 1; })) << broker->log();
+    std::lock_guard<std::mutex> lock(m);
+    for (const auto& list : seen)
+        EXPECT_EQ(list, std::vector<sdbus::ObjectPath>{sdbus::ObjectPath("/org/s5broker/Broker1/server/e")});
+    conn->leaveEventLoop();
 }
 
 TEST_F(DaemonOnBus, ReloadKeepsLeasesOfUnchangedServersAndMovesTheOthers) {
