@@ -20,6 +20,7 @@
 #include "log_control.hpp"
 #include "manager.hpp"
 #include "s5broker_version.h"
+#include "startup_refusal.hpp"
 
 namespace {
 
@@ -116,6 +117,7 @@ int run(const Options& opts) {
         // One line naming the JSON path and the reason, at priority err
         // (journalctl -p err shows it).
         log_error("invalid configuration: %s", loaded.config.error.to_string().c_str());
+        s5d::refuse_calls_until_quiet(kBusName, opts.session_bus);
         return kExitConfig;
     }
     for (const auto& w : loaded.warnings) log_warning("%s", w.c_str());
