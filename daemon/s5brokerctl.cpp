@@ -1,17 +1,23 @@
-// s5brokerctl: the admin CLI of s5brokerd, in the spirit of resolvectl.
+// s5brokerctl: the admin CLI of s5brokerd, following the conventions of
+// systemd's own CLIs (networkctl, resolvectl, busctl).
 //
 // Reads the broker's objects through the proxies generated from
 // dbus/org.s5broker.Broker1.xml, makes test associations through libs5client
 // (the same code path as every application), and follows the broker's
-// signals. Human tables by default, --json for scripts; on error exactly one
-// line on stderr and a non-zero exit (2 for usage errors). The rendering is
+// signals. Tables for humans by default, --json=pretty|short for scripts;
+// output to a terminal goes through a pager and has colours; on error exactly
+// one line on stderr ("Failed to ...: <D-Bus error name>: <message>") and a
+// non-zero exit (2 for usage errors). The rendering and the conventions are
 // in ctl_format.cpp (pure, unit-tested); this file does the I/O.
+#include <fcntl.h>
 #include <poll.h>
 #include <s5broker/socks5.h>
 #include <sdbus-c++/sdbus-c++.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +43,9 @@ using namespace s5ctl;
 constexpr const char* kBusName = "org.s5broker.Broker1";
 constexpr const char* kManagerIface = "org.s5broker.Broker1.Manager";
 constexpr auto kCallTimeout = std::chrono::seconds(15);
+// Reload() answers once the new files are read and applied; systemd gives a
+// reload job 90 s by default.
+constexpr auto kReloadTimeout = std::chrono::seconds(90);
 constexpr int kEchoTimeoutMs = 3000;
 
 // A failure to report: one line, exit status 1.
@@ -73,19 +82,6 @@ private:
 
 // ---- The bus ---------------------------------------------------------------
 
-// Errors that mean "nobody there to answer", rather than an answer.
-bool is_unreachable(const std::string& name) {
-    static const char* const kNames[] = {
-        "org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner",
-        "org.freedesktop.DBus.Error.NoServer",       "org.freedesktop.DBus.Error.Disconnected",
-        "org.freedesktop.DBus.Error.NoReply",        "org.freedesktop.DBus.Error.Timeout",
-        "org.freedesktop.DBus.Error.TimedOut",       "org.freedesktop.DBus.Error.NotConnected",
-    };
-    for (const char* n : kNames)
-        if (name == n) return true;
-    return name.rfind("System.Error.", 0) == 0;  // ECONNRESET, ENOTCONN, ... from sd-bus itself
-}
-
 // An object that went away between listing and reading it (a lease closed,
 // a server dropped by a reload).
 bool is_gone(const std::string& name) {
@@ -93,17 +89,17 @@ bool is_gone(const std::string& name) {
            name == "org.freedesktop.DBus.Error.UnknownInterface" || name == "org.freedesktop.DBus.Error.UnknownMethod";
 }
 
-std::string describe(const sdbus::Error& e) {
-    std::string msg = e.getMessage();
-    if (msg.empty()) return e.getName();
-    return msg + " (" + e.getName() + ")";
-}
-
 // main() exports --bus-address as DBUS_SYSTEM_BUS_ADDRESS, the variable
 // sd-bus and libs5client read for the system bus: one address for both.
 std::string bus_where() {
     const char* env = std::getenv("DBUS_SYSTEM_BUS_ADDRESS");
     return env && *env ? env : "the system bus";
+}
+
+// The broker's name has no owner: it is not running (on that bus).
+bool is_not_running(const std::string& name) {
+    return name == "org.freedesktop.DBus.Error.ServiceUnknown" ||
+           name == "org.freedesktop.DBus.Error.NameHasNoOwner";
 }
 
 class Bus {
@@ -115,15 +111,19 @@ public:
             conn_ = sdbus::createSystemBusConnection();
             conn_->setMethodCallTimeout(kCallTimeout);
         } catch (const sdbus::Error& e) {
-            throw unreachable(e.getMessage().empty() ? e.getName() : e.getMessage());
+            throw Failure(bus_failure("connect to " + where_, e.getName(), e.getMessage()));
         }
     }
 
     sdbus::IConnection& conn() { return *conn_; }
     const std::string& where() const { return where_; }
 
-    Failure unreachable(const std::string& why) const {
-        return Failure(std::string("cannot reach ") + kBusName + " on " + where_ + ": " + why);
+    // `what` failed with `e`: the error's own name and text, and a hint
+    // when the broker is not on the bus.
+    Failure failure(const std::string& what, const sdbus::Error& e) const {
+        std::string line = bus_failure(what, e.getName(), e.getMessage());
+        if (is_not_running(e.getName())) line += " (is s5brokerd running on " + where_ + "?)";
+        return Failure(line);
     }
 
     // Runs `f`, turning a D-Bus error into a Failure that says what failed.
@@ -132,11 +132,7 @@ public:
         try {
             return f();
         } catch (const sdbus::Error& e) {
-            if (e.getName() == "org.freedesktop.DBus.Error.ServiceUnknown" ||
-                e.getName() == "org.freedesktop.DBus.Error.NameHasNoOwner")
-                throw unreachable("not on the bus (is s5brokerd running?)");
-            if (is_unreachable(e.getName())) throw unreachable(describe(e));
-            throw Failure(what + " failed: " + describe(e));
+            throw failure(what, e);
         }
     }
 
@@ -144,6 +140,119 @@ private:
     std::string where_;
     std::unique_ptr<sdbus::IConnection> conn_;
 };
+
+// ---- Output ----------------------------------------------------------------
+
+const char* get_env(const char* name) { return std::getenv(name); }
+
+// How this run prints: decided once, before any pager starts.
+struct Output {
+    bool tty = false;
+    JsonMode json = JsonMode::Off;
+    Style style;
+    std::optional<PagerChoice> pager;  // only for `pageable` output
+};
+
+Output output_for(const Args& a, bool pageable) {
+    Output o;
+    o.tty = isatty(STDOUT_FILENO) == 1;
+    o.json = json_mode(a, o.tty);
+    if (pageable) o.pager = pager_for(o.tty, a.pager, get_env);
+    o.style.legend = a.legend;
+    o.style.color = colors_enabled(o.tty, get_env);
+    // A terminal without a pager: cut tables to its width (less -S lets
+    // the reader scroll sideways instead).
+    if (o.tty && !o.pager) {
+        winsize ws{};
+        unsigned cols = ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 ? ws.ws_col : 0;
+        o.style.width = terminal_width(get_env, cols);
+    }
+    return o;
+}
+
+bool write_all(int fd, const char* data, size_t size) {
+    while (size > 0) {
+        ssize_t n = ::write(fd, data, size);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        data += n;
+        size -= static_cast<size_t>(n);
+    }
+    return true;
+}
+
+void print(const std::string& text) {
+    std::fputs(text.c_str(), stdout);
+    std::fflush(stdout);
+}
+
+// The pager's side of the pipe: the first pager that can be executed, or
+// the text copied through when none can (as systemd does).
+[[noreturn]] void exec_pager(const PagerChoice& p, int read_end) {
+    if (dup2(read_end, STDIN_FILENO) < 0) _exit(EXIT_FAILURE);
+    if (read_end != STDIN_FILENO) ::close(read_end);
+    setenv("LESS", p.less.c_str(), 1);
+    if (p.lesscharset) setenv("LESSCHARSET", p.lesscharset->c_str(), 1);
+    if (!p.argv.empty()) {
+        std::vector<char*> argv;
+        for (const auto& w : p.argv) argv.push_back(const_cast<char*>(w.c_str()));
+        argv.push_back(nullptr);
+        execvp(argv[0], argv.data());
+    }
+    // Debian's alternative for pagers is "pager".
+    for (const char* exe : {"pager", "less", "more"}) execlp(exe, exe, static_cast<char*>(nullptr));
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0 || !write_all(STDOUT_FILENO, buf, static_cast<size_t>(n))) break;
+    }
+    _exit(EXIT_SUCCESS);
+}
+
+// `text` through the pager, which reads it from a pipe and writes to our
+// stdout (the terminal); returns when the pager has exited.
+void page(const PagerChoice& p, const std::string& text) {
+    std::fflush(stdout);
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return print(text);
+    const pid_t pid = fork();
+    if (pid < 0) {
+        ::close(fds[0]);
+        ::close(fds[1]);
+        return print(text);
+    }
+    if (pid == 0) {
+        ::close(fds[1]);
+        exec_pager(p, fds[0]);
+    }
+    ::close(fds[0]);
+    // The pager may quit before it has read everything (EPIPE, not a
+    // SIGPIPE death), and Ctrl-C is the pager's to handle (less: K).
+    struct sigaction ignore {}, old_pipe{}, old_int{};
+    ignore.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ignore, &old_pipe);
+    sigaction(SIGINT, &ignore, &old_int);
+    (void)write_all(fds[1], text.data(), text.size());
+    ::close(fds[1]);
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    sigaction(SIGPIPE, &old_pipe, nullptr);
+    sigaction(SIGINT, &old_int, nullptr);
+}
+
+void emit(const Output& o, const std::string& text) {
+    if (text.empty()) return;
+    o.pager ? page(*o.pager, text) : print(text);
+}
+
+// A document: JSON in the chosen mode, else the human rendering.
+template <typename Render>
+void emit_doc(const Output& o, const json& doc, Render&& render) {
+    emit(o, o.json == JsonMode::Off ? render(doc, o.style) : dump_json(doc, o.json));
+}
 
 // ---- Reading the broker's objects ------------------------------------------
 
@@ -199,24 +308,17 @@ std::optional<json> read_lease(Bus& bus, const std::string& path) {
 
 json read_servers(Bus& bus, ManagerProxy& m) {
     json out = json::array();
-    for (const auto& path : bus.call("reading Servers", [&] { return m.Servers(); }))
-        if (auto s = bus.call("reading server " + path, [&] { return read_server(bus, path); })) out.push_back(*s);
+    for (const auto& path : bus.call("get property Servers", [&] { return m.Servers(); }))
+        if (auto s = bus.call("read server " + path, [&] { return read_server(bus, path); })) out.push_back(*s);
     return out;
 }
 
 json read_leases(Bus& bus, ManagerProxy& m) {
     json out = json::array();
-    for (const auto& path : bus.call("reading Leases", [&] { return m.Leases(); }))
-        if (auto l = bus.call("reading lease " + path, [&] { return read_lease(bus, path); })) out.push_back(*l);
+    for (const auto& path : bus.call("get property Leases", [&] { return m.Leases(); }))
+        if (auto l = bus.call("read lease " + path, [&] { return read_lease(bus, path); })) out.push_back(*l);
     return out;
 }
-
-void print(const std::string& text) {
-    std::fputs(text.c_str(), stdout);
-    std::fflush(stdout);
-}
-
-void print_json(const json& j) { print(j.dump(2, ' ', false, json::error_handler_t::replace) + "\n"); }
 
 // ---- Commands --------------------------------------------------------------
 
@@ -224,13 +326,13 @@ int cmd_status(const Args& a) {
     Bus bus;
     ManagerProxy m(bus.conn());
     json st;
-    st["version"] = bus.call("reading Version", [&] { return m.Version(); });
-    st["lease_count"] = bus.call("reading LeaseCount", [&] { return m.LeaseCount(); });
+    st["version"] = bus.call("get property Version", [&] { return m.Version(); });
+    st["lease_count"] = bus.call("get property LeaseCount", [&] { return m.LeaseCount(); });
     st["servers"] = read_servers(bus, m);
     json stats = json::object();
-    for (const auto& [k, v] : bus.call("reading Statistics", [&] { return m.Statistics(); })) stats[k] = v;
+    for (const auto& [k, v] : bus.call("get property Statistics", [&] { return m.Statistics(); })) stats[k] = v;
     st["statistics"] = stats;
-    a.json ? print_json(st) : print(render_status(st));
+    emit_doc(output_for(a, true), st, [](const json& d, const Style& s) { return render_status(d, s); });
     return 0;
 }
 
@@ -238,7 +340,7 @@ int cmd_servers(const Args& a) {
     Bus bus;
     ManagerProxy m(bus.conn());
     json servers = read_servers(bus, m);
-    a.json ? print_json(servers) : print(render_servers(servers));
+    emit_doc(output_for(a, true), servers, [](const json& d, const Style& s) { return render_servers(d, s); });
     return 0;
 }
 
@@ -246,7 +348,7 @@ int cmd_leases(const Args& a) {
     Bus bus;
     ManagerProxy m(bus.conn());
     json leases = read_leases(bus, m);
-    a.json ? print_json(leases) : print(render_leases(leases));
+    emit_doc(output_for(a, true), leases, [](const json& d, const Style& s) { return render_leases(d, s); });
     return 0;
 }
 
@@ -254,22 +356,28 @@ int cmd_route(const Args& a) {
     Bus bus;
     ManagerProxy m(bus.conn());
     const std::string dst = format_ip(a.destination);
-    auto [name, address, port] =
-        bus.call("GetServer for " + dst, [&] { return m.GetServer(a.destination.ip_bytes(), a.destination.port); });
+    auto [name, address, port] = bus.call("look up the server for " + dst, [&] {
+        return m.GetServer(a.destination.ip_bytes(), a.destination.port);
+    });
     json r;
     r["destination"] = dst;
-    r["name"] = name;
+    r["server"] = name;
     r["address"] = format_ip(address);
     r["port"] = port;
-    a.json ? print_json(r) : print(render_route(r));
+    emit_doc(output_for(a, true), r, [](const json& d, const Style& s) { return render_route(d, s); });
     return 0;
 }
 
+// Synchronous, for ExecReload=: the broker answers after it has applied the
+// new configuration or refused it. Nothing on stdout on success (systemd
+// logs what a reload prints); a refusal is the broker's error, exit 1.
 int cmd_reload(const Args& a) {
     Bus bus;
+    bus.conn().setMethodCallTimeout(kReloadTimeout);
     ManagerProxy m(bus.conn());
-    bus.call("Reload", [&] { m.Reload(); });
-    a.json ? print_json(json{{"reloaded", true}}) : print("Configuration reloaded.\n");
+    bus.call("reload the configuration", [&] { m.Reload(); });
+    const Output o = output_for(a, false);
+    if (o.json != JsonMode::Off) print(dump_json(json{{"reloaded", true}}, o.json));
     return 0;
 }
 
@@ -313,17 +421,19 @@ int cmd_associate(const Args& a) {
     // The lease: an ordinary TCP socket that socks5udp_associate() turns
     // into the broker's lease socket. Closing it (at exit) releases it.
     Fd lease(::socket(a.destination.family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (lease.get() < 0) throw Failure(std::string("socket: ") + std::strerror(errno));
+    if (lease.get() < 0) throw Failure(std::string("Failed to create a socket: ") + std::strerror(errno));
     if (socks5udp_associate(lease.get(), reinterpret_cast<sockaddr*>(&dst), sizeof dst,
                             a.server ? reinterpret_cast<sockaddr*>(&svr) : nullptr, svrlen) != 0) {
         const int err = errno, s5err = socks5_errno;
+        // The library reports errno and socks5_errno, not the bus error.
         if (err == ECONNREFUSED && s5err == S5_ENOSERV)
-            throw Failure(std::string("cannot reach ") + kBusName + " on " + where + ": " + std::strerror(err) +
-                          " (is s5brokerd running?)");
-        throw Failure("cannot associate for " + dst_text + ": " + library_error(err, s5err));
+            throw Failure("Failed to associate for " + dst_text + ": " + std::strerror(err) +
+                          " (is s5brokerd running on " + where + "?)");
+        throw Failure("Failed to associate for " + dst_text + ": " + library_error(err, s5err));
     }
     auto rendezvous = s5::wire::Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&dst), sizeof dst);
-    if (!rendezvous) throw Failure("socks5udp_associate returned a rendezvous of an unknown family");
+    if (!rendezvous)
+        throw Failure("Failed to associate for " + dst_text + ": the rendezvous is of an unknown address family");
 
     json r;
     r["destination"] = dst_json;
@@ -335,7 +445,7 @@ int cmd_associate(const Args& a) {
 
     if (a.echo) {
         Fd u(::socket(rendezvous->family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-        if (u.get() < 0) throw Failure(std::string("socket: ") + std::strerror(errno));
+        if (u.get() < 0) throw Failure(std::string("Failed to create a socket: ") + std::strerror(errno));
         sockaddr_storage target{};
         size_t tlen = a.destination.to_sockaddr(target);
         size_t rlen = rendezvous->to_sockaddr(dst);
@@ -344,7 +454,7 @@ int cmd_associate(const Args& a) {
         if (socks5udp_sendto(u.get(), payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&target), tlen,
                              reinterpret_cast<sockaddr*>(&dst), rlen) != 0) {
             const int err = errno, s5err = socks5_errno;
-            throw Failure("cannot send to " + dst_text + " through " + format_endpoint(r["rendezvous"]) + ": " +
+            throw Failure("Failed to send to " + dst_text + " through " + format_endpoint(r["rendezvous"]) + ": " +
                           library_error(err, s5err));
         }
         const auto deadline = t0 + std::chrono::milliseconds(kEchoTimeoutMs);
@@ -366,17 +476,19 @@ int cmd_associate(const Args& a) {
                 break;
             }
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                throw Failure("cannot receive the echo reply: " + library_error(errno, socks5_errno));
+                throw Failure("Failed to receive the echo reply: " + library_error(errno, socks5_errno));
             const auto left =
                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             if (left.count() <= 0)
-                throw Failure("no reply from " + dst_text + " through " + format_endpoint(r["rendezvous"]) +
-                              " within " + std::to_string(kEchoTimeoutMs / 1000) + " s");
+                throw Failure("Failed to get a reply from " + dst_text + " through " +
+                              format_endpoint(r["rendezvous"]) + ": none within " +
+                              std::to_string(kEchoTimeoutMs / 1000) + " s");
             pollfd p{u.get(), POLLIN, 0};
             ::poll(&p, 1, static_cast<int>(left.count()));
         }
     }
-    a.json ? print_json(r) : print(render_associate(r));
+    // Not paged: the association lasts until this process exits.
+    emit_doc(output_for(a, false), r, [](const json& d, const Style& s) { return render_associate(d, s); });
     return 0;
 }
 
@@ -481,17 +593,18 @@ int cmd_monitor(const Args& a) {
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
-    if (sigprocmask(SIG_BLOCK, &stop, nullptr) != 0) throw Failure(std::string("sigprocmask: ") + std::strerror(errno));
+    if (sigprocmask(SIG_BLOCK, &stop, nullptr) != 0)
+        throw Failure(std::string("Failed to block SIGINT and SIGTERM: ") + std::strerror(errno));
     Fd sfd(signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK));
-    if (sfd.get() < 0) throw Failure(std::string("signalfd: ") + std::strerror(errno));
+    if (sfd.get() < 0) throw Failure(std::string("Failed to create a signalfd: ") + std::strerror(errno));
 
+    // A stream: never paged, never cut, no colours; each line flushed.
+    const Output o = output_for(a, false);
+    auto show = [&](const json& e) { print(o.json == JsonMode::Off ? render_event(e) + "\n" : dump_json(e, o.json)); };
     Bus bus;
-    std::string failure;
     auto on_signal = [&](sdbus::Message& msg) {
         try {
-            if (auto e = event_of(msg))
-                a.json ? print(e->dump(-1, ' ', false, json::error_handler_t::replace) + "\n")
-                       : print(render_event(*e) + "\n");
+            if (auto e = event_of(msg)) show(*e);
         } catch (const sdbus::Error& e) {
             // A signal with unexpected arguments: say so, keep following.
             json bad{{"time", now_iso8601()},
@@ -499,24 +612,24 @@ int cmd_monitor(const Args& a) {
                      {"path", msg.getPath()},
                      {"event", msg.getMemberName()},
                      {"args", json::array({"<unreadable: " + e.getMessage() + ">"})}};
-            a.json ? print(bad.dump() + "\n") : print(render_event(bad) + "\n");
+            show(bad);
         }
     };
     // Every signal the broker sends (Renewed, Lost, PropertiesChanged of
     // every object), and the broker coming and going.
-    auto broker_slot = bus.call("AddMatch", [&] {
+    auto broker_slot = bus.call("add a match for the broker's signals", [&] {
         return bus.conn().addMatch(std::string("type='signal',sender='") + kBusName + "'", on_signal);
     });
-    auto owner_slot = bus.call("AddMatch", [&] {
+    auto owner_slot = bus.call("add a match for NameOwnerChanged", [&] {
         return bus.conn().addMatch(std::string("type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/"
                                                "DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',"
                                                "arg0='") +
                                        kBusName + "'",
                                    on_signal);
     });
-    if (!a.json) {
+    if (o.json == JsonMode::Off && a.legend) {
         // Said once, for a human wondering why nothing shows up.
-        bool running = bus.call("NameHasOwner", [&] {
+        bool running = bus.call("ask whether s5brokerd is running", [&] {
             bool has = false;
             sdbus::createProxy(bus.conn(), "org.freedesktop.DBus", "/org/freedesktop/DBus")
                 ->callMethod("NameHasOwner")
@@ -534,7 +647,7 @@ int cmd_monitor(const Args& a) {
             while (bus.conn().processPendingRequest()) {
             }
         } catch (const sdbus::Error& e) {
-            throw Failure("lost the connection to " + bus.where() + ": " + describe(e));
+            throw Failure(bus_failure("follow s5brokerd on " + bus.where(), e.getName(), e.getMessage()));
         }
         auto pd = bus.conn().getEventLoopPollData();
         int timeout_ms = -1;
@@ -549,7 +662,7 @@ int cmd_monitor(const Args& a) {
         }
         pollfd fds[2] = {{pd.fd, pd.events, 0}, {sfd.get(), POLLIN, 0}};
         if (::poll(fds, 2, timeout_ms) < 0 && errno != EINTR)
-            throw Failure(std::string("poll: ") + std::strerror(errno));
+            throw Failure(std::string("Failed to wait for events: ") + std::strerror(errno));
         if (fds[1].revents & POLLIN) return 0;
     }
 }
@@ -567,7 +680,9 @@ int run(const Args& a) {
     return 1;
 }
 
-void fail_line(const std::string& what) { std::fprintf(stderr, "%s: %s\n", kProgram, one_line(what).c_str()); }
+// A failure: one line on stderr, as systemd's tools print it ("Failed to
+// ...: ..."), without the program's name (the journal adds it).
+void fail_line(const std::string& what) { std::fprintf(stderr, "%s\n", one_line(what).c_str()); }
 
 }  // namespace
 
@@ -575,12 +690,17 @@ int main(int argc, char** argv) {
     std::vector<std::string> args(argv + (argc > 0 ? 1 : 0), argv + argc);
     ParseResult p = parse_args(args);
     if (!p.args) {
-        fail_line(p.error + " (see '" + kProgram + " --help')");
+        // Usage errors as getopt(3) reports them: with the program's name.
+        std::fprintf(stderr, "%s: %s (see '%s --help')\n", kProgram, one_line(p.error).c_str(), kProgram);
         return 2;
     }
     const Args& a = *p.args;
+    if (a.json_help) {
+        print("short\npretty\noff\n");
+        return 0;
+    }
     if (a.help) {
-        print(usage());
+        emit(output_for(a, true), a.command ? usage(*a.command) : usage());
         return 0;
     }
     if (a.version) {
@@ -589,7 +709,7 @@ int main(int argc, char** argv) {
     }
     // libs5client reads only this variable; our own connection too.
     if (a.bus_address && setenv("DBUS_SYSTEM_BUS_ADDRESS", a.bus_address->c_str(), 1) != 0) {
-        fail_line(std::string("setenv: ") + std::strerror(errno));
+        fail_line(std::string("Failed to set DBUS_SYSTEM_BUS_ADDRESS: ") + std::strerror(errno));
         return 1;
     }
     try {
@@ -597,9 +717,9 @@ int main(int argc, char** argv) {
     } catch (const Failure& f) {
         fail_line(f.what());
     } catch (const sdbus::Error& e) {
-        fail_line(describe(e));
+        fail_line(bus_failure(std::string("talk to ") + kBusName, e.getName(), e.getMessage()));
     } catch (const std::exception& e) {
-        fail_line(e.what());
+        fail_line(std::string("Failed: ") + e.what());
     }
     return 1;
 }

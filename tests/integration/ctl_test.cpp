@@ -2,19 +2,31 @@
 // a private dbus-daemon, with real danted servers and a UDP echo service.
 // Every command runs as a child process; its stdout and stderr are kept
 // apart so that the JSON output can be parsed and the error line counted.
+// Most run with stdout to a file (not a terminal: no pager, no colours, no
+// truncation); the terminal conventions run on a pseudo-terminal.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pty.h>
 #include <s5broker/socks5.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
+
+extern char** environ;
 
 #include "harness.hpp"
 
@@ -118,14 +130,28 @@ Result ctl(const std::vector<std::string>& args, std::vector<std::string> extra_
 }
 
 // A failed command: the exit status, nothing on stdout, one line on stderr
-// starting with the program's name.
+// starting with `starts_with`. Failures read "Failed to ...: ..." as in
+// systemd's tools; usage errors start with the program's name.
 void expect_one_error_line(const Result& r, int status, const std::string& starts_with) {
     EXPECT_EQ(r.status, status) << r;
     EXPECT_EQ(r.out, "") << r;
     auto lines = r.err_lines();
     ASSERT_EQ(lines.size(), 1u) << r;
-    EXPECT_EQ(lines[0].rfind("s5brokerctl: " + starts_with, 0), 0u) << r;
+    EXPECT_EQ(lines[0].rfind(starts_with, 0), 0u) << r;
     EXPECT_EQ(r.err.back(), '\n');
+}
+
+void expect_usage_error(const Result& r) { expect_one_error_line(r, 2, "s5brokerctl: "); }
+
+bool contains(const std::string& haystack, const std::string& needle) {
+    return haystack.find(needle) != std::string::npos;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+    std::vector<std::string> v;
+    std::istringstream in(text);
+    for (std::string l; std::getline(in, l);) v.push_back(l);
+    return v;
 }
 
 void expect_ok(const Result& r) {
@@ -137,6 +163,145 @@ json find_by(const json& array, const std::string& key, const std::string& value
     for (const auto& x : array)
         if (x.value(key, std::string()) == value) return x;
     return json();
+}
+
+// ---- running the CLI on a terminal ---------------------------------------------
+
+// Unset: the variable is removed from the CLI's environment.
+using Vars = std::map<std::string, std::optional<std::string>>;
+
+// What the terminal conventions depend on, all unset: tests set what they need.
+Vars terminal_vars(Vars extra) {
+    Vars v{{"TERM", "xterm"},      {"NO_COLOR", std::nullopt},      {"SYSTEMD_COLORS", std::nullopt},
+           {"COLUMNS", std::nullopt}, {"SYSTEMD_PAGER", std::nullopt}, {"PAGER", std::nullopt},
+           {"SYSTEMD_LESS", std::nullopt}, {"LESS", std::nullopt}};
+    for (auto& [k, x] : extra) v[k] = x;
+    return v;
+}
+
+// The CLI with stdin, stdout and its controlling terminal on a new
+// pseudo-terminal `columns` wide, stderr to a file; `vars` changes this
+// process's environment for it. Returns when the terminal has no more
+// writers (the CLI and any pager are gone), "\r\n" read as "\n".
+Result ctl_tty(const std::vector<std::string>& args, const Vars& vars, unsigned short columns = 80,
+               std::chrono::milliseconds timeout = 20s) {
+    static int n = 0;
+    const std::string err = env->dir.file("tty" + std::to_string(++n) + ".err");
+    std::vector<std::string> envs;
+    for (char** e = environ; *e; ++e) {
+        std::string kv(*e);
+        if (!vars.count(kv.substr(0, kv.find('=')))) envs.push_back(kv);
+    }
+    for (const auto& [k, v] : vars)
+        if (v) envs.push_back(k + "=" + *v);
+    std::vector<std::string> argv{S5BROKERCTL_PATH};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto pointers = [](std::vector<std::string>& v) {
+        std::vector<char*> p;
+        for (auto& x : v) p.push_back(x.data());
+        p.push_back(nullptr);
+        return p;
+    };
+    auto argvp = pointers(argv), envp = pointers(envs);
+
+    int master = -1, slave = -1;
+    winsize ws{};
+    ws.ws_row = 24;
+    ws.ws_col = columns;
+    if (openpty(&master, &slave, nullptr, nullptr, &ws) != 0)
+        throw std::runtime_error(std::string("openpty: ") + std::strerror(errno));
+    fcntl(master, F_SETFD, FD_CLOEXEC);
+    fcntl(slave, F_SETFD, FD_CLOEXEC);
+    const int errfd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        setsid();
+        ioctl(slave, TIOCSCTTY, 0);
+        dup2(slave, 0);
+        dup2(slave, 1);
+        dup2(errfd, 2);
+        execve(argvp[0], argvp.data(), envp.data());
+        _exit(127);
+    }
+    ::close(slave);
+    ::close(errfd);
+    Result r;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        pollfd p{master, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+        char buf[4096];
+        const ssize_t k = ::read(master, buf, sizeof buf);
+        if (k > 0)
+            r.out.append(buf, static_cast<size_t>(k));
+        else if (k < 0 && errno == EINTR)
+            continue;
+        else
+            break;  // EIO: nobody has the terminal open any more
+    }
+    ::close(master);
+    int st = 0;
+    for (;;) {
+        const pid_t w = waitpid(pid, &st, WNOHANG);
+        if (w == pid) {
+            r.status = exit_code(st);
+            break;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            ::kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            break;
+        }
+        std::this_thread::sleep_for(10ms);
+    }
+    r.out.erase(std::remove(r.out.begin(), r.out.end(), '\r'), r.out.end());
+    r.err = read_file(err);
+    return r;
+}
+
+// The widest line of `text`, escape sequences not counted.
+size_t widest(const std::string& text) {
+    size_t w = 0;
+    for (const auto& line : lines_of(text)) {
+        size_t cur = 0;
+        for (size_t i = 0; i < line.size(); ++i) {
+            if (line[i] == '\033') {
+                while (i < line.size() && line[i] != 'm') ++i;
+            } else {
+                ++cur;
+            }
+        }
+        w = std::max(w, cur);
+    }
+    return w;
+}
+
+bool has_escapes(const std::string& text) { return contains(text, "\033"); }
+
+// A pager for the tests: writes LESS and what it reads to `path`.out.
+std::string recording_pager(const std::string& name) {
+    const std::string path = env->dir.file(name);
+    write_file(path, "#!/bin/sh\n{ echo \"LESS=$LESS\"; cat; } > \"$0.out\"\n", 0755);
+    return path;
+}
+
+bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+// The closed server's LastError, once the broker has tried it.
+std::string closed_server_error() {
+    std::string e;
+    eventually(
+        [&] {
+            Result r = ctl({"servers", "--json"});
+            if (r.status != 0) return false;
+            e = find_by(r.parsed(), "name", "closed").value("last_error", std::string());
+            return !e.empty();
+        },
+        15s);
+    return e;
 }
 
 // ---- a lease held by this process through the library ------------------------
@@ -182,6 +347,35 @@ TEST_F(Ctl, VersionAndHelp) {
     EXPECT_NE(h.out.find("Usage: s5brokerctl"), std::string::npos) << h;
     for (const char* cmd : {"status", "servers", "leases", "associate", "route", "reload", "monitor"})
         EXPECT_NE(h.out.find(cmd), std::string::npos) << cmd;
+    for (const char* opt : {"--no-pager", "--no-legend", "--json=pretty|short|off", "-j "})
+        EXPECT_NE(h.out.find(opt), std::string::npos) << opt;
+    EXPECT_EQ(ctl({"-h"}).out, h.out);
+
+    Result modes = ctl({"--json=help"});
+    expect_ok(modes);
+    EXPECT_EQ(modes.out, "short\npretty\noff\n");
+}
+
+TEST_F(Ctl, HelpPerVerb) {
+    // No bus needed, nor the verb's operands.
+    const std::string nowhere = "unix:path=" + env->dir.file("nothing");
+    for (const char* verb : {"status", "servers", "leases", "associate", "route", "reload", "monitor"}) {
+        SCOPED_TRACE(verb);
+        Result r = ctl({verb, "-h", "--bus-address", nowhere});
+        expect_ok(r);
+        EXPECT_EQ(r.out.rfind(std::string("Usage: s5brokerctl [OPTIONS] ") + verb, 0), 0u) << r;
+        EXPECT_TRUE(contains(r.out, "-h, --help")) << r;
+        EXPECT_FALSE(contains(r.out, "Commands:")) << r;  // not the global help
+        EXPECT_EQ(ctl({"--help", verb}).out, r.out);
+    }
+    Result l = ctl({"leases", "--help"});
+    expect_ok(l);
+    EXPECT_TRUE(contains(l.out, "--no-legend")) << l;
+    EXPECT_FALSE(contains(l.out, "--echo")) << l;
+    Result a = ctl({"associate", "-h"});
+    expect_ok(a);
+    EXPECT_TRUE(contains(a.out, "--echo TEXT")) << a;
+    expect_usage_error(ctl({"frobnicate", "-h"}));
 }
 
 TEST_F(Ctl, UsageErrorsExit2WithOneLine) {
@@ -199,8 +393,14 @@ TEST_F(Ctl, UsageErrorsExit2WithOneLine) {
              {"status", "--bus-address"},
          }) {
         SCOPED_TRACE(::testing::PrintToString(args));
-        expect_one_error_line(ctl(args), 2, "");
+        expect_usage_error(ctl(args));
     }
+    for (const char* bad : {"--json=yaml", "--json=", "--no-pager=1", "--no-legend=yes", "-x"}) {
+        SCOPED_TRACE(bad);
+        expect_usage_error(ctl({"servers", bad}));
+    }
+    EXPECT_EQ(ctl({"servers", "--json=yaml"}).err,
+              "s5brokerctl: invalid --json mode 'yaml': expected pretty, short or off (see 's5brokerctl --help')\n");
     Result r = ctl({"frobnicate"});
     EXPECT_EQ(r.err, "s5brokerctl: unknown command 'frobnicate' (see 's5brokerctl --help')\n");
 }
@@ -210,8 +410,8 @@ TEST_F(Ctl, UsageErrorsExit2WithOneLine) {
 TEST_F(Ctl, Status) {
     Result r = ctl({"status"});
     expect_ok(r);
-    for (const char* w : {"Version:", "Leases:", "Servers:", "Statistics:", "plain ", "plain6", "spare", "closed",
-                          "pool ", "associations_made"})
+    for (const char* w : {"Version:", "Lease count:", "Servers:", "Statistics:", "plain ", "plain6", "spare",
+                          "closed", "pool ", "associations_made"})
         EXPECT_NE(r.out.find(w), std::string::npos) << w << "\n" << r;
 
     Result j = ctl({"status", "--json"});
@@ -258,10 +458,23 @@ TEST_F(Ctl, Servers) {
     Result t = ctl({"servers"});
     expect_ok(t);
     EXPECT_EQ(t.out.rfind("NAME  ", 0), 0u) << t;
-    for (const char* h : {"ADDRESS", "PORT", "AUTH", "STATE", "IDLE/TARGET", "LAST-ERROR"})
+    for (const char* h : {"ADDRESS", "PORT", "AUTH", "STATE", "POOL-IDLE", "POOL-TARGET", "LAST-ERROR"})
         EXPECT_NE(t.out.find(h), std::string::npos) << h;
     EXPECT_NE(t.out.find("plain6  ::1"), std::string::npos) << t;
     EXPECT_NE(t.out.find(std::to_string(env->closed_port)), std::string::npos) << t;
+    // The footer, after a blank line.
+    auto lines = lines_of(t.out);
+    ASSERT_EQ(lines.size(), 7u) << t;
+    EXPECT_EQ(lines[5], "");
+    EXPECT_EQ(lines[6], "4 servers listed.");
+
+    // Every column is a field of the JSON, in lower snake_case.
+    std::istringstream header(lines[0]);
+    for (std::string col; header >> col;) {
+        std::string field = col;
+        for (char& c : field) c = c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        EXPECT_TRUE(plain.contains(field)) << col;
+    }
 }
 
 TEST_F(Ctl, Leases) {
@@ -295,7 +508,15 @@ TEST_F(Ctl, Leases) {
 
     Result t = ctl({"leases"});
     expect_ok(t);
-    EXPECT_EQ(t.out.rfind("ID  UID  SERVER  RELAY", 0), 0u) << t;
+    std::istringstream header_words(lines_of(t.out).at(0));
+    std::vector<std::string> header_cols;
+    for (std::string w; header_words >> w;) header_cols.push_back(w);
+    EXPECT_EQ(header_cols, (std::vector<std::string>{"ID", "UID", "SERVER", "RELAY", "STATE", "GENERATION", "AGE"}))
+        << t;
+    EXPECT_TRUE(contains(t.out, "\n\n1 lease listed.\n")) << t;
+    // The columns are the JSON's fields (AGE with its unit: age_s).
+    for (const char* field : {"id", "uid", "server", "relay", "state", "generation", "age_s"})
+        EXPECT_TRUE(l.contains(field)) << field;
     std::istringstream rows(t.out);
     std::string header, row;
     std::getline(rows, header);
@@ -324,7 +545,7 @@ TEST_F(Ctl, Route) {
     expect_ok(j);
     json route = j.parsed();
     EXPECT_EQ(route["destination"], "::1");
-    EXPECT_EQ(route["name"], "plain6");
+    EXPECT_EQ(route["server"], "plain6");
     EXPECT_EQ(route["address"], "::1");
     EXPECT_EQ(route["port"], env->plain.port());
 }
@@ -372,10 +593,11 @@ TEST_F(Ctl, AssociateWithoutEchoPrintsRendezvous) {
 TEST_F(Ctl, AssociateFailures) {
     // A server that is not configured: ENOENT / S5_ENOSERV from the library.
     Result r = ctl({"associate", "127.0.0.1", "7", "--server", "127.0.0.1:" + std::to_string(free_tcp_port())});
-    expect_one_error_line(r, 1, "cannot associate for 127.0.0.1:7: ");
+    expect_one_error_line(r, 1, "Failed to associate for 127.0.0.1:7: ");
     // Nobody answers on that UDP port: no reply within 3 s.
     r = ctl({"associate", "127.0.0.1", std::to_string(free_udp_port()), "--echo", "anyone?"});
-    expect_one_error_line(r, 1, "no reply from 127.0.0.1:");
+    expect_one_error_line(r, 1, "Failed to get a reply from 127.0.0.1:");
+    EXPECT_TRUE(contains(r.err, ": none within 3 s")) << r;
 }
 
 // ---- errors --------------------------------------------------------------------
@@ -385,21 +607,35 @@ TEST_F(Ctl, NoBrokerOnTheBus) {
     PrivateBus empty(other);
     // PrivateBus points this process at the new bus: point it back.
     setenv("DBUS_SYSTEM_BUS_ADDRESS", env->bus.address().c_str(), 1);
-    const std::string prefix = "cannot reach org.s5broker.Broker1 on " + empty.address() + ": ";
+    // The bus's own error, name and text, and where the broker was looked for.
+    const std::string unknown =
+        ": org.freedesktop.DBus.Error.ServiceUnknown: The name org.s5broker.Broker1 was not provided by any "
+        ".service files (is s5brokerd running on " +
+        empty.address() + "?)\n";
 
-    for (const char* cmd : {"status", "servers", "leases", "reload"}) {
+    for (auto [cmd, what] : {std::pair{"status", "get property Version"},
+                             {"servers", "get property Servers"},
+                             {"leases", "get property Leases"},
+                             {"reload", "reload the configuration"}}) {
         SCOPED_TRACE(cmd);
-        expect_one_error_line(ctl({cmd, "--bus-address", empty.address()}), 1, prefix);
+        Result r = ctl({cmd, "--bus-address", empty.address()});
+        expect_one_error_line(r, 1, std::string("Failed to ") + what + ": ");
+        EXPECT_EQ(r.err, std::string("Failed to ") + what + unknown) << r;
     }
     // The same through the environment, and for the library's path.
-    expect_one_error_line(ctl({"route", "127.0.0.1"}, {"DBUS_SYSTEM_BUS_ADDRESS=" + empty.address()}), 1, prefix);
-    expect_one_error_line(ctl({"associate", "127.0.0.1", "7", "--bus-address", empty.address()}), 1, prefix);
-    // No bus at all.
+    Result r = ctl({"route", "127.0.0.1"}, {"DBUS_SYSTEM_BUS_ADDRESS=" + empty.address()});
+    expect_one_error_line(r, 1, "Failed to look up the server for 127.0.0.1: ");
+    EXPECT_EQ(r.err, "Failed to look up the server for 127.0.0.1" + unknown) << r;
+    r = ctl({"associate", "127.0.0.1", "7", "--bus-address", empty.address()});
+    expect_one_error_line(r, 1, "Failed to associate for 127.0.0.1:7: ");
+    EXPECT_TRUE(contains(r.err, "(is s5brokerd running on " + empty.address() + "?)")) << r;
+    // No bus at all: sd-bus's error.
     const std::string nothing = "unix:path=" + other.file("nothing");
-    for (const char* cmd : {"leases", "monitor"}) {
+    for (const char* cmd : {"leases", "monitor", "reload"}) {
         SCOPED_TRACE(cmd);
-        expect_one_error_line(ctl({cmd, "--bus-address", nothing}), 1,
-                              "cannot reach org.s5broker.Broker1 on " + nothing + ": ");
+        r = ctl({cmd, "--bus-address", nothing});
+        expect_one_error_line(r, 1, "Failed to connect to " + nothing + ": ");
+        EXPECT_TRUE(contains(r.err, "No such file or directory")) << r;
     }
     // monitor waits for a broker that is not there (yet), and says so.
     CtlProcess m({"monitor", "--bus-address", empty.address()});
@@ -411,17 +647,204 @@ TEST_F(Ctl, NoBrokerOnTheBus) {
 }
 
 TEST_F(Ctl, Reload) {
+    // As ExecReload=: synchronous, silent on success.
     Result r = ctl({"reload"});
     expect_ok(r);
-    EXPECT_EQ(r.out, "Configuration reloaded.\n");
+    EXPECT_EQ(r.out, "");
     EXPECT_EQ(ctl({"reload", "--json"}).parsed(), json({{"reloaded", true}}));
+    EXPECT_EQ(ctl({"reload", "--json=short"}).out, "{\"reloaded\":true}\n");
 
-    // A broken file is refused by the broker: its reason, on one line.
+    // A broken file is refused by the broker: exit 1 with its error's name
+    // and its reason, on one line; the running configuration stays.
     write_file(env->broker->config_path(), "{\"servers\": [");
     r = ctl({"reload"});
+    Result j = ctl({"reload", "--json"});
     write_file(env->broker->config_path(), env->config);
-    expect_one_error_line(r, 1, "Reload failed: ");
+    const std::string prefix =
+        "Failed to reload the configuration: org.s5broker.Broker1.Error.InvalidArgs: configuration not applied: ";
+    expect_one_error_line(r, 1, prefix);
+    expect_one_error_line(j, 1, prefix);  // no JSON for a failure
+    const std::string reason = r.err_lines().at(0).substr(prefix.size());
+    EXPECT_FALSE(reason.empty()) << r;
+    // The daemon's own message, as it logged it.
+    EXPECT_TRUE(contains(env->broker->log(), reason)) << reason << "\n" << env->broker->log();
     EXPECT_EQ(ctl({"servers", "--json"}).parsed().size(), 4u);
+    expect_ok(ctl({"reload"}));
+}
+
+// ---- output conventions --------------------------------------------------------
+
+TEST_F(Ctl, NoLegend) {
+    Result t = ctl({"servers", "--no-legend"});
+    expect_ok(t);
+    auto lines = lines_of(t.out);
+    ASSERT_EQ(lines.size(), 4u) << t;  // no header, no blank line, no footer
+    for (const auto& line : lines) {
+        EXPECT_FALSE(contains(line, "NAME") || contains(line, "listed")) << t;
+        const std::string name = line.substr(0, line.find(' '));
+        EXPECT_TRUE(name == "plain" || name == "plain6" || name == "spare" || name == "closed") << line;
+    }
+    Result none = ctl({"leases", "--no-legend"});
+    expect_ok(none);
+    EXPECT_EQ(none.out, "");  // not even "No leases."
+
+    HeldLease lease;
+    const std::string id = env->client->leases().at(0).substr(env->client->leases().at(0).rfind('/') + 1);
+    Result one = ctl({"leases", "--no-legend"});
+    expect_ok(one);
+    ASSERT_EQ(lines_of(one.out).size(), 1u) << one;
+    EXPECT_EQ(one.out.rfind(id + "  ", 0), 0u) << one;
+    // JSON has no legend to drop.
+    EXPECT_EQ(ctl({"leases", "--no-legend", "--json"}).parsed().size(), 1u);
+}
+
+TEST_F(Ctl, JsonModes) {
+    HeldLease lease;
+    for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+             {"status"}, {"servers"}, {"leases"}, {"route", "127.0.0.1"}, {"reload"}}) {
+        SCOPED_TRACE(::testing::PrintToString(args));
+        auto with = [&](const std::string& opt) {
+            auto a = args;
+            a.push_back(opt);
+            return ctl(a);
+        };
+        Result shrt = with("--json=short");
+        expect_ok(shrt);
+        EXPECT_EQ(lines_of(shrt.out).size(), 1u) << shrt;  // one line
+        EXPECT_NO_THROW(shrt.parsed()) << shrt;
+        Result pretty = with("--json=pretty");
+        expect_ok(pretty);
+        EXPECT_GT(lines_of(pretty.out).size(), 1u) << pretty;  // indented
+        EXPECT_TRUE(contains(pretty.out, "\n  ")) << pretty;
+        EXPECT_EQ(pretty.parsed().type(), shrt.parsed().type());
+        EXPECT_EQ(with("--json").out.substr(0, 2), pretty.out.substr(0, 2));  // bare --json is pretty
+        // -j off a terminal is short; --json=off is the human output.
+        EXPECT_EQ(lines_of(with("-j").out).size(), 1u);
+        Result off = with("--json=off");
+        expect_ok(off);
+        EXPECT_TRUE(off.out.empty() || (off.out[0] != '{' && off.out[0] != '[')) << off;
+    }
+    EXPECT_EQ(ctl({"servers", "--json=off"}).out.rfind("NAME  ", 0), 0u);
+}
+
+TEST_F(Ctl, NotATerminal) {
+    // Stdout is a file: no colours, no pager, nothing cut, whatever the
+    // environment says about the terminal.
+    const std::string error = closed_server_error();
+    ASSERT_FALSE(error.empty());
+    const std::string pager = recording_pager("never-pager");
+    const std::vector<std::string> vars{"TERM=xterm", "SYSTEMD_COLORS=1", "COLUMNS=40", "SYSTEMD_PAGER=" + pager,
+                                        "PAGER=" + pager};
+    HeldLease lease;
+    for (const char* cmd : {"status", "servers", "leases"}) {
+        SCOPED_TRACE(cmd);
+        Result r = ctl({cmd}, vars);
+        expect_ok(r);
+        EXPECT_FALSE(has_escapes(r.out)) << r;
+        if (std::string(cmd) != "leases") {
+            EXPECT_TRUE(contains(r.out, error)) << r;  // whole
+            EXPECT_GT(widest(r.out), 40u) << r;
+        }
+    }
+    EXPECT_FALSE(exists(pager + ".out"));
+}
+
+TEST_F(Ctl, TerminalColoursAndWidth) {
+    const std::string error = closed_server_error();
+    ASSERT_FALSE(error.empty());
+    const std::string whole = ctl({"servers"}).out;
+    ASSERT_GT(widest(whole), 80u) << whole;  // so it must be cut on 80 columns
+
+    Result t = ctl_tty({"servers", "--no-pager"}, terminal_vars({}), 80);
+    expect_ok(t);
+    EXPECT_TRUE(has_escapes(t.out)) << t;
+    EXPECT_TRUE(contains(t.out, "\033[4m")) << t;  // headers underlined
+    EXPECT_LE(widest(t.out), 80u) << t;
+    EXPECT_FALSE(contains(t.out, error)) << t;
+    EXPECT_TRUE(contains(t.out, "closed")) << t;
+    EXPECT_TRUE(contains(t.out, "4 servers listed.")) << t;
+
+    // NO_COLOR and SYSTEMD_COLORS=0: the same, without colours.
+    for (const auto& [k, v] : {std::pair{"NO_COLOR", "1"}, {"SYSTEMD_COLORS", "0"}}) {
+        SCOPED_TRACE(k);
+        Result plain = ctl_tty({"servers", "--no-pager"}, terminal_vars({{k, v}}), 80);
+        expect_ok(plain);
+        EXPECT_FALSE(has_escapes(plain.out)) << plain;
+        EXPECT_LE(widest(plain.out), 80u) << plain;
+    }
+    // $COLUMNS wins over the terminal's size.
+    Result wide = ctl_tty({"servers", "--no-pager"}, terminal_vars({{"COLUMNS", "400"}}), 80);
+    expect_ok(wide);
+    EXPECT_TRUE(contains(wide.out, error)) << wide;
+    // A dumb terminal: no colours.
+    Result dumb = ctl_tty({"servers"}, terminal_vars({{"TERM", "dumb"}}), 80);
+    expect_ok(dumb);
+    EXPECT_FALSE(has_escapes(dumb.out)) << dumb;
+    // JSON is never coloured.
+    Result j = ctl_tty({"servers", "--no-pager", "--json=short"}, terminal_vars({}), 80);
+    expect_ok(j);
+    EXPECT_FALSE(has_escapes(j.out)) << j;
+    EXPECT_EQ(json::parse(j.out).size(), 4u);
+}
+
+TEST_F(Ctl, TerminalPager) {
+    const std::string error = closed_server_error();
+    ASSERT_FALSE(error.empty());
+    const std::string pager = recording_pager("pager");
+    Result t = ctl_tty({"servers"}, terminal_vars({{"SYSTEMD_PAGER", pager}, {"PAGER", "false"}}), 80);
+    expect_ok(t);
+    EXPECT_EQ(t.out, "");  // all of it went to the pager
+    const std::string paged = read_file(pager + ".out");
+    EXPECT_EQ(paged.rfind("LESS=FRSXMK\n", 0), 0u) << paged;
+    EXPECT_TRUE(contains(paged, "\033[4mNAME")) << paged;  // colours, for less -R
+    EXPECT_TRUE(contains(paged, error)) << paged;           // not cut: less -S scrolls
+    EXPECT_TRUE(contains(paged, "4 servers listed.")) << paged;
+
+    // $PAGER when $SYSTEMD_PAGER is unset; $SYSTEMD_LESS for LESS; JSON too.
+    const std::string second = recording_pager("second-pager");
+    t = ctl_tty({"servers", "--json=short"}, terminal_vars({{"PAGER", second}, {"SYSTEMD_LESS", "FRK"}}), 80);
+    expect_ok(t);
+    const std::string paged2 = read_file(second + ".out");
+    EXPECT_EQ(paged2.rfind("LESS=FRK\n", 0), 0u) << paged2;
+    EXPECT_EQ(json::parse(paged2.substr(paged2.find('\n') + 1)).size(), 4u) << paged2;
+
+    // Per-verb help goes through it as well.
+    const std::string third = recording_pager("help-pager");
+    t = ctl_tty({"leases", "-h"}, terminal_vars({{"SYSTEMD_PAGER", third}}), 80);
+    expect_ok(t);
+    EXPECT_TRUE(contains(read_file(third + ".out"), "Usage: s5brokerctl [OPTIONS] leases")) << t;
+
+    // No pager: --no-pager, SYSTEMD_PAGER=cat or empty, and never for
+    // reload (ExecReload=), associate and monitor.
+    const std::string unused = recording_pager("unused-pager");
+    t = ctl_tty({"servers", "--no-pager"}, terminal_vars({{"SYSTEMD_PAGER", unused}}), 80);
+    expect_ok(t);
+    EXPECT_TRUE(contains(t.out, "4 servers listed.")) << t;
+    for (const char* none : {"cat", ""}) {
+        t = ctl_tty({"servers"}, terminal_vars({{"SYSTEMD_PAGER", none}, {"PAGER", unused}}), 80);
+        expect_ok(t);
+        EXPECT_TRUE(contains(t.out, "4 servers listed.")) << t;
+    }
+    t = ctl_tty({"reload"}, terminal_vars({{"SYSTEMD_PAGER", unused}}), 80);
+    expect_ok(t);
+    EXPECT_EQ(t.out, "");
+    t = ctl_tty({"associate", "127.0.0.1", "0"}, terminal_vars({{"SYSTEMD_PAGER", unused}}), 80);
+    expect_ok(t);
+    EXPECT_TRUE(contains(t.out, "Rendezvous:")) << t;
+    EXPECT_FALSE(exists(unused + ".out"));
+
+    // A pager that cannot be run: then pager, less or more; with none of
+    // them either, the text as it is.
+    t = ctl_tty({"servers"},
+                terminal_vars({{"SYSTEMD_PAGER", env->dir.file("no-such-pager")}, {"PATH", env->dir.file("no-bin")}}),
+                80);
+    expect_ok(t);
+    EXPECT_TRUE(contains(t.out, "4 servers listed.")) << t;
+    // The real less with LESS=FRSXMK: output that fits the screen (and is
+    // not wider than it) is shown and less quits at once (F).
+    t = ctl_tty({"leases", "-h"}, terminal_vars({{"SYSTEMD_PAGER", "less"}}), 80);
+    expect_ok(t);
+    EXPECT_TRUE(contains(t.out, "Usage: s5brokerctl [OPTIONS] leases")) << t;
 }
 
 // ---- monitor -------------------------------------------------------------------
@@ -501,6 +924,29 @@ TEST_F(Ctl, MonitorJsonRenewedAndServerStateStopsOnSigint) {
     auto st = m.proc->stop(SIGINT);
     ASSERT_TRUE(st);
     expect_ok(m.finish(st));
+}
+
+TEST_F(Ctl, MonitorNoLegendAndPrettyJson) {
+    // --no-legend: no banner, just the events.
+    CtlProcess m({"monitor", "--no-legend"});
+    ASSERT_TRUE(lease_until(m, [](const std::string& out) {
+        return out.find(" manager PropertiesChanged LeaseCount=0 ") != std::string::npos;
+    })) << m.output();
+    EXPECT_FALSE(contains(m.output(), "Monitoring")) << m.output();
+    auto st = m.proc->stop(SIGTERM);
+    ASSERT_TRUE(st);
+    expect_ok(m.finish(st));
+
+    // --json=pretty: indented objects, one after the other.
+    CtlProcess p({"monitor", "--json=pretty"});
+    ASSERT_TRUE(lease_until(p, [](const std::string& out) {
+        return out.find("\n  \"event\": \"PropertiesChanged\"") != std::string::npos;
+    })) << p.output();
+    st = p.proc->stop(SIGINT);
+    ASSERT_TRUE(st);
+    Result r = p.finish(st);
+    expect_ok(r);
+    EXPECT_EQ(r.out.rfind("{\n", 0), 0u) << r;
 }
 
 }  // namespace
