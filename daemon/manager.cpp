@@ -151,28 +151,59 @@ std::variant<const s5::config::Server*, Failure> Manager::select_server(const s5
 }
 
 std::optional<Failure> Manager::check_quota(uid_t uid) const {
-    size_t requests = 0, mine = 0;
-    for (const auto& w : waiters_)
-        if (w.kind == Waiter::Kind::Request) {
-            ++requests;
-            mine += w.req.uid == uid;
-        }
-    size_t total = leases_.size() + requests;
+    const size_t total = leases_.size() + requests_;
     if (total >= config_.limits.leases_total)
         return Failure{Code::QuotaExceeded, "lease table full (" + std::to_string(total) + " leases)"};
-    for (const auto& [id, l] : leases_) mine += l->uid() == uid;
+    const size_t mine = held_by(uid);
     if (mine >= config_.limits.leases_per_uid)
         return Failure{Code::QuotaExceeded,
                        "uid " + std::to_string(uid) + " holds " + std::to_string(mine) + " leases (the limit)"};
     return std::nullopt;
 }
 
-size_t Manager::reap_closed_leases() {
+size_t Manager::held_by(uid_t uid) const {
+    size_t n = 0;
+    if (auto it = leases_by_uid_.find(uid); it != leases_by_uid_.end()) n += it->second.size();
+    if (auto it = requests_by_uid_.find(uid); it != requests_by_uid_.end()) n += it->second;
+    return n;
+}
+
+size_t Manager::reap_closed_leases(uid_t uid) {
+    // At the per-uid limit only the caller's own leases can make room; at
+    // the total limit any lease can.
+    const bool table_full = leases_.size() + requests_ >= config_.limits.leases_total;
     std::vector<uint64_t> closed;
-    for (const auto& [id, l] : leases_)
-        if (l->app_closed()) closed.push_back(id);
+    if (table_full) {
+        for (const auto& [id, l] : leases_)
+            if (l->app_closed()) closed.push_back(id);
+    } else if (auto it = leases_by_uid_.find(uid); it != leases_by_uid_.end()) {
+        for (uint64_t id : it->second)
+            if (leases_.at(id)->app_closed()) closed.push_back(id);
+    }
     for (uint64_t id : closed) remove_lease(id, "lease fd closed");
     return closed.size();
+}
+
+// ---- waiter indexes ----------------------------------------------------------
+
+void Manager::index_waiter(const Waiter& w, bool add) {
+    const auto bump = [add](auto& map, const auto& key) {
+        auto& n = map[key];
+        n = add ? n + 1 : n - 1;
+        if (n == 0) map.erase(key);
+    };
+    for (const auto& c : w.candidates) bump(waiters_by_pool_, c);
+    if (w.kind != Waiter::Kind::Request) return;
+    requests_ = add ? requests_ + 1 : requests_ - 1;
+    bump(requests_by_uid_, w.req.uid);
+    bump(requests_by_owner_, w.req.owner);
+}
+
+Manager::Waiter Manager::take_waiter(std::list<Waiter>::iterator w) {
+    index_waiter(*w, false);
+    Waiter waiter = std::move(*w);
+    waiters_.erase(w);
+    return waiter;
 }
 
 // ---- serving requests -------------------------------------------------------
@@ -203,6 +234,7 @@ Lease& Manager::create_lease(const AssociateRequest& req, std::unique_ptr<Associ
                                          [this](Lease& l) { remove_lease(l.id(), "lease fd closed"); });
     Lease& l = *lease;
     leases_.emplace(lease_id, std::move(lease));
+    leases_by_uid_[l.uid()].insert(lease_id);
     count("leases_granted");
     if (l.state() == LeaseState::Active)
         log_info(fields(l), "lease %llu: granted to uid %u (%s) on server %s, relay %s, source %s", ull(lease_id),
@@ -259,7 +291,7 @@ void Manager::associate(AssociateRequest req, AssociateDone done) {
         // An application at its quota may have closed a lease just before
         // asking: that EOF and this request can be ready in the same
         // wake-up, in either order. Count only what is really held.
-        if (reap_closed_leases() > 0) q = check_quota(req.uid);
+        if (reap_closed_leases(req.uid) > 0) q = check_quota(req.uid);
         if (q) {
             done(std::move(*q));
             return;
@@ -291,12 +323,12 @@ void Manager::add_waiter(Waiter::Kind kind, std::vector<std::string> candidates,
     w.done = std::move(done);
     w.lease_id = lease_id;
     w.deadline = std::move(deadline);
+    index_waiter(w, true);
 }
 
 unsigned Manager::waiters_for(const std::string& pool) const {
-    unsigned n = 0;
-    for (const auto& w : waiters_) n += std::find(w.candidates.begin(), w.candidates.end(), pool) != w.candidates.end();
-    return n;
+    auto it = waiters_by_pool_.find(pool);
+    return it == waiters_by_pool_.end() ? 0 : it->second;
 }
 
 void Manager::pump(const std::vector<std::string>& pools, bool new_request) {
@@ -321,8 +353,7 @@ void Manager::serve_waiters(ServerPool& pool) {
 }
 
 void Manager::deliver(std::list<Waiter>::iterator w, std::unique_ptr<Association> assoc) {
-    Waiter waiter = std::move(*w);
-    waiters_.erase(w);
+    Waiter waiter = take_waiter(w);
     waiter.deadline.disarm();
     switch (waiter.kind) {
         case Waiter::Kind::Request:
@@ -393,8 +424,7 @@ void Manager::on_deadline(uint64_t waiter_id) {
 }
 
 void Manager::fail_waiter(std::list<Waiter>::iterator w, Code code, const std::string& text) {
-    Waiter waiter = std::move(*w);
-    waiters_.erase(w);
+    Waiter waiter = take_waiter(w);
     if (waiter.kind == Waiter::Kind::Request) {
         waiter.done(Failure{code, text});
     } else if (auto it = leases_.find(waiter.lease_id); it != leases_.end()) {
@@ -472,11 +502,16 @@ void Manager::remove_lease(uint64_t id, const char* why) {
     if (it == leases_.end()) return;
     std::unique_ptr<Lease> l = std::move(it->second);
     leases_.erase(it);
+    if (auto u = leases_by_uid_.find(l->uid()); u != leases_by_uid_.end()) {
+        u->second.erase(id);
+        if (u->second.empty()) leases_by_uid_.erase(u);
+    }
     settling_.erase(id);
     std::vector<std::string> affected;
     for (auto w = waiters_.begin(); w != waiters_.end();) {
         if (w->lease_id == id && w->kind != Waiter::Kind::Request) {
             affected.insert(affected.end(), w->candidates.begin(), w->candidates.end());
+            index_waiter(*w, false);
             w = waiters_.erase(w);
         } else {
             ++w;
@@ -491,26 +526,35 @@ void Manager::remove_lease(uint64_t id, const char* why) {
 }
 
 Manager::ReleaseResult Manager::release(const std::string& path, uid_t caller_uid) {
-    for (auto& [id, l] : leases_) {
-        if (l->path() != path) continue;
-        if (caller_uid != 0 && caller_uid != l->uid()) return ReleaseResult::NotOwner;
-        remove_lease(id, "Release() called");
-        return ReleaseResult::Released;
+    // ".../lease/<id>": a map lookup, not a walk over every lease.
+    const std::string prefix = lease_path(0).substr(0, lease_path(0).size() - 1);
+    if (!path.starts_with(prefix) || path.size() == prefix.size() || path.size() - prefix.size() > 20)
+        return ReleaseResult::NotFound;
+    uint64_t id = 0;
+    for (char c : std::string_view(path).substr(prefix.size())) {
+        if (c < '0' || c > '9') return ReleaseResult::NotFound;
+        id = id * 10 + static_cast<uint64_t>(c - '0');
     }
-    return ReleaseResult::NotFound;
+    auto it = leases_.find(id);
+    if (it == leases_.end() || it->second->path() != path) return ReleaseResult::NotFound;
+    if (caller_uid != 0 && caller_uid != it->second->uid()) return ReleaseResult::NotOwner;
+    remove_lease(id, "Release() called");
+    return ReleaseResult::Released;
 }
 
 void Manager::owner_left(const std::string& bus_name) {
-    std::vector<uint64_t> gone;
-    for (auto& [id, l] : leases_)
-        if (l->owner() == bus_name) gone.push_back(id);
-    for (uint64_t id : gone) remove_lease(id, "owner left the bus");
-    // Requests still waiting for it: nobody will read the reply.
+    // A granted lease lives as long as its fd, wherever that fd went (a
+    // launcher that associates and hands the socket to a child that
+    // outlives it): leaving the bus does not release it. A request still
+    // waiting for its reply is cancelled: nobody will read the reply.
+    if (!requests_by_owner_.count(bus_name)) return;
     for (auto it = waiters_.begin(); it != waiters_.end();) {
-        if (it->kind == Waiter::Kind::Request && it->req.owner == bus_name)
+        if (it->kind == Waiter::Kind::Request && it->req.owner == bus_name) {
+            index_waiter(*it, false);
             it = waiters_.erase(it);
-        else
+        } else {
             ++it;
+        }
     }
 }
 

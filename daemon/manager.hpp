@@ -18,6 +18,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <set>
 #include <variant>
 #include <vector>
 
@@ -97,7 +99,8 @@ public:
     enum class ReleaseResult { Released, NotFound, NotOwner };
     // `caller_uid` 0 (root) may release any lease.
     ReleaseResult release(const std::string& path, uid_t caller_uid);
-    // A bus name left the bus: its leases and waiting requests go with it.
+    // A bus name left the bus: its waiting requests are cancelled. Its
+    // granted leases stay: a lease lives exactly as long as its fd.
     void owner_left(const std::string& bus_name);
 
     // Lease ids count up from here (default 1). s5brokerd starts them at
@@ -126,13 +129,18 @@ private:
     std::vector<std::string> renewal_candidates(const Lease& lease) const;
     // Releases the leases whose application end is already closed (their
     // EOF not yet handled); returns how many.
-    size_t reap_closed_leases();
+    size_t reap_closed_leases(uid_t uid);
+    size_t held_by(uid_t uid) const;          // leases and waiting requests
     std::optional<Failure> check_quota(uid_t uid) const;
     std::unique_ptr<Association> take_from(const std::vector<std::string>& candidates);
     Lease& create_lease(const AssociateRequest& req, std::unique_ptr<Association> assoc);
     // Creates the lease and replies; on failure replies with the error.
     Lease* grant_lease(const AssociateRequest& req, std::unique_ptr<Association> assoc, const AssociateDone& done);
     void bind_to_lease(Association& a, uint64_t lease_id);
+    // Keeps waiters_by_pool_, requests_* up to date; every waiter that
+    // leaves the list goes through take_waiter() or index_waiter(w, false).
+    void index_waiter(const Waiter& w, bool add);
+    Waiter take_waiter(std::list<Waiter>::iterator w);
     void add_waiter(Waiter::Kind kind, std::vector<std::string> candidates, std::chrono::milliseconds timeout,
                     AssociateRequest req, AssociateDone done, uint64_t lease_id);
     unsigned waiters_for(const std::string& pool) const;
@@ -157,6 +165,12 @@ private:
     std::map<uint64_t, std::unique_ptr<Lease>> leases_;
     std::list<Waiter> waiters_;                              // FIFO
     std::map<uint64_t, Timer> settling_;                     // lease id -> renewal start
+    // Indexes, so that no request costs O(leases) or O(waiters).
+    std::unordered_map<uid_t, std::set<uint64_t>> leases_by_uid_;
+    std::unordered_map<uid_t, size_t> requests_by_uid_;
+    std::unordered_map<std::string, size_t> requests_by_owner_;
+    std::map<std::string, unsigned> waiters_by_pool_;
+    size_t requests_ = 0;                                    // waiters of kind Request
     uint64_t next_lease_id_ = 1;
     uint64_t next_waiter_id_ = 1;
 };

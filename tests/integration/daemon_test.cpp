@@ -425,6 +425,39 @@ TEST_F(DaemonOnBus, LeaseEventsAreNeverLostWhenTheApplicationDoesNotRead) {
     EXPECT_EQ(last->type, s5::wire::LeaseEventType::Renewed);
 }
 
+// A launcher associates, hands its socket to a child and exits: the lease
+// lives as long as its fd, not as long as the bus name that asked for it.
+TEST_F(DaemonOnBus, ALeaseOutlivesTheBusNameThatAskedForIt) {
+    RawLease held;
+    std::string launcher;
+    {
+        auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+        launcher = conn->getUniqueName();
+        auto proxy = sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1");
+        held = raw_associate(*proxy, kLoopback, 7, kLoopback, danted.port());
+        ASSERT_EQ(held.error, "");
+    }   // the launcher's connection closes: its name leaves the bus
+    // Once the bus daemon says the name is gone it has sent the broker
+    // NameOwnerChanged, which the broker reads before our next call.
+    auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+    auto proxy = sdbus::createProxy(*conn, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+    ASSERT_TRUE(eventually([&] {
+        try {
+            std::string owner;
+            proxy->callMethod("GetNameOwner").onInterface("org.freedesktop.DBus").withArguments(launcher).storeResultsTo(owner);
+            return false;
+        } catch (const sdbus::Error&) {
+            return true;
+        }
+    }));
+    EXPECT_EQ(client->lease_count(), 1u) << broker->log();
+    auto lease = client->object(held.path);
+    EXPECT_EQ(lease->getProperty("State").onInterface("org.s5broker.Broker1.Lease").get<std::string>(), "active");
+    // Its fd closed, it goes.
+    held.fd = sdbus::UnixFd();
+    EXPECT_TRUE(eventually([&] { return client->lease_count() == 0; })) << broker->log();
+}
+
 // PropertiesChanged(Servers) after a reload carries the new list (it used to
 // be emitted before the configuration was replaced: the old list).
 TEST_F(DaemonOnBus, ServersSignalAfterReloadCarriesTheNewList) {
