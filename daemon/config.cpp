@@ -73,7 +73,14 @@ std::string excerpt(std::string_view s) {
     return std::string(s.substr(0, cut)) + "...";
 }
 
-std::string in_quotes(std::string_view s) { return "\"" + excerpt(s) + "\""; }
+std::string in_quotes(std::string_view s) {
+    // Not "\"" + excerpt(s): GCC 12 at -O3 warns (-Wrestrict, a false
+    // positive) on "literal" + std::string&&.
+    std::string q(1, '"');
+    q += excerpt(s);
+    q += '"';
+    return q;
+}
 
 // ---- JSON paths --------------------------------------------------------------
 

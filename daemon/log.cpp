@@ -103,10 +103,17 @@ void vemit(Level l, Site site, const Fields& fields, const char* fmt, va_list ap
         if (sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) >= 0) return;
         // No journal after all: fall through to stderr.
     }
+    // " [K=V K=V]" after the message. Appended piece by piece: GCC 12 at -O3
+    // warns (-Wrestrict, a false positive) on "literal" + std::string&&.
     std::string extra;
-    for (const auto& [k, v] : fields) extra += std::string(" ") + k + "=" + v;
-    std::fprintf(stderr, "s5brokerd[%s]: %s%s%s\n", kLevelNames[static_cast<size_t>(l)], buf,
-                 extra.empty() ? "" : " ", extra.empty() ? "" : ("[" + extra.substr(1) + "]").c_str());
+    for (const auto& [k, v] : fields) {
+        extra += extra.empty() ? " [" : " ";
+        extra += k;
+        extra += '=';
+        extra += v;
+    }
+    if (!extra.empty()) extra += ']';
+    std::fprintf(stderr, "s5brokerd[%s]: %s%s\n", kLevelNames[static_cast<size_t>(l)], buf, extra.c_str());
 }
 
 }  // namespace
