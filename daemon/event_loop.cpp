@@ -157,10 +157,12 @@ void EventLoop::attach_bus(sdbus::IConnection& bus) {
     // Callers first: with many pool refills in flight, their handshake
     // events must not queue ahead of the bus requests they exist to serve.
     check(sd_event_source_set_priority(io, SD_EVENT_PRIORITY_IMPORTANT), "sd_event_source_set_priority");
+    bus_priority_ = SD_EVENT_PRIORITY_IMPORTANT;
     sd_event_source* t = nullptr;
     check(sd_event_add_time(ev_, &t, CLOCK_MONOTONIC, UINT64_MAX, 1, &EventLoop::on_bus_time, this),
           "sd_event_add_time(bus)");
     bus_timer_ = EventSource(t);
+    check(sd_event_source_set_priority(t, SD_EVENT_PRIORITY_IMPORTANT), "sd_event_source_set_priority");
     // Whatever arrived while we were connecting and requesting the name.
     drain_bus();
 }
@@ -193,9 +195,21 @@ int EventLoop::on_bus_time(sd_event_source*, uint64_t, void* userdata) {
     return 0;
 }
 
+// At most kBusBatch messages per dispatch. The bus sources are IMPORTANT
+// (callers before pool refills), which would let a flood of calls from
+// anyone (Get/GetAll are open to all) starve lease ends and keepalives: after
+// a batch that left work behind they drop to NORMAL, where sd-event serves
+// whatever has waited longest first, and go back once the bus is drained.
 void EventLoop::drain_bus() {
     try {
-        while (bus_->processPendingRequest()) {
+        unsigned n = 0;
+        bool more = true;
+        while (n < kBusBatch && (more = bus_->processPendingRequest())) ++n;
+        const int64_t prio = more ? SD_EVENT_PRIORITY_NORMAL : SD_EVENT_PRIORITY_IMPORTANT;
+        if (prio != bus_priority_) {
+            bus_priority_ = prio;
+            sd_event_source_set_priority(bus_io_.get(), prio);
+            sd_event_source_set_priority(bus_timer_.get(), prio);
         }
     } catch (const std::exception& e) {
         // The connection itself failed (bus daemon gone): nothing can be

@@ -110,6 +110,8 @@ private:
     sd_event* ev_ = nullptr;
     sdbus::IConnection* bus_ = nullptr;
     EventSource bus_io_, bus_timer_;
+    static constexpr unsigned kBusBatch = 64;
+    int64_t bus_priority_ = 0;
     std::vector<std::pair<EventSource, std::unique_ptr<std::function<void()>>>> signals_;
 };
 
