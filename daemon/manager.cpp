@@ -548,14 +548,18 @@ void Manager::owner_left(const std::string& bus_name) {
     // outlives it): leaving the bus does not release it. A request still
     // waiting for its reply is cancelled: nobody will read the reply.
     if (!requests_by_owner_.count(bus_name)) return;
+    std::set<std::string> affected;
     for (auto it = waiters_.begin(); it != waiters_.end();) {
         if (it->kind == Waiter::Kind::Request && it->req.owner == bus_name) {
+            affected.insert(it->candidates.begin(), it->candidates.end());
             index_waiter(*it, false);
             it = waiters_.erase(it);
         } else {
             ++it;
         }
     }
+    // Their pools cancel the setups nobody waits for now.
+    pump(std::vector<std::string>(affected.begin(), affected.end()), false);
 }
 
 }  // namespace s5d

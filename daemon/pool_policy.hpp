@@ -57,16 +57,38 @@ enum class ServerHealth { Unknown, Up, Down };
 // attempt at a time, and only when the backoff delay has elapsed or a new
 // request has just arrived (so a client gets a fresh answer, but standing
 // demand cannot turn failures into a busy loop).
+// At most this many setups in flight per server: a burst of requests must
+// not become a burst of connects (2,000 requests once started ~258, and
+// overwhelmed the server); the rest wait for these to finish.
+inline constexpr unsigned kMaxConnecting = 32;
+
 inline unsigned connects_to_start(const PoolCounts& c, const PoolLimits& l, ServerHealth health,
                                   bool backoff_elapsed, bool new_request) {
     unsigned total = c.idle + c.connecting + c.leased;
     unsigned capacity = l.max_associations > total ? l.max_associations - total : 0;
     unsigned wanted = l.min_idle + c.waiters;
     unsigned have = c.idle + c.connecting;
-    unsigned need = std::min(wanted > have ? wanted - have : 0u, capacity);
+    unsigned room = c.connecting < kMaxConnecting ? kMaxConnecting - c.connecting : 0;
+    unsigned need = std::min({wanted > have ? wanted - have : 0u, capacity, room});
     if (health != ServerHealth::Down) return need;
     if (c.connecting > 0) return 0;
     return (backoff_elapsed || new_request) ? std::min(need, 1u) : 0;
+}
+
+// Setups nobody waits for any more (their requests left or were served
+// elsewhere): the ones beyond min_idle + waiters, counting idle ones first.
+inline unsigned connects_to_cancel(const PoolCounts& c, const PoolLimits& l) {
+    const unsigned wanted = l.min_idle + c.waiters;
+    const unsigned still_needed = wanted > c.idle ? wanted - c.idle : 0;
+    return c.connecting > still_needed ? c.connecting - still_needed : 0;
+}
+
+// Idle associations beyond min_idle + waiters (left by a burst): closed
+// after kSurplusLinger, not after max_idle_age_s (600 s).
+inline constexpr std::chrono::seconds kSurplusLinger{5};
+inline unsigned idle_surplus(const PoolCounts& c, const PoolLimits& l) {
+    const unsigned wanted = l.min_idle + c.waiters;
+    return c.idle > wanted ? c.idle - wanted : 0;
 }
 
 // TCP_USER_TIMEOUT for a control connection: as long as keepalive takes

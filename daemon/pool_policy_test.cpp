@@ -94,3 +94,30 @@ TEST(Keepalive, UserTimeoutIsComputedWithoutOverflowAndCapped) {
     EXPECT_EQ(tcp_user_timeout_ms({10, 32767, 127}), 0x7fffffffu);
     EXPECT_EQ(tcp_user_timeout_ms({1, 1, 1}), 2000u);
 }
+
+TEST(Bursts, SetupsInFlightAreBoundedPerServer) {
+    using namespace s5d;
+    PoolLimits l{2, 4096};
+    EXPECT_EQ(connects_to_start({0, 0, 0, 2000}, l, ServerHealth::Up, true, true), kMaxConnecting);
+    EXPECT_EQ(connects_to_start({0, kMaxConnecting, 0, 2000}, l, ServerHealth::Up, true, true), 0u);
+    EXPECT_EQ(connects_to_start({0, 30, 0, 2000}, l, ServerHealth::Up, true, true), 2u);
+}
+
+TEST(Bursts, SetupsNobodyWaitsForAreCancelled) {
+    using namespace s5d;
+    PoolLimits l{2, 4096};
+    // The 2,000 requesters left: of 32 setups, min_idle's 2 stay.
+    EXPECT_EQ(connects_to_cancel({0, 32, 0, 0}, l), 30u);
+    // Idle ones count first: with 2 idle, no setup is needed.
+    EXPECT_EQ(connects_to_cancel({2, 5, 0, 0}, l), 5u);
+    EXPECT_EQ(connects_to_cancel({0, 5, 0, 3}, l), 0u);
+    EXPECT_EQ(connects_to_cancel({0, 0, 0, 0}, l), 0u);
+}
+
+TEST(Bursts, IdleBeyondMinIdleIsSurplus) {
+    using namespace s5d;
+    PoolLimits l{2, 4096};
+    EXPECT_EQ(idle_surplus({256, 0, 0, 0}, l), 254u);
+    EXPECT_EQ(idle_surplus({256, 0, 0, 300}, l), 0u);
+    EXPECT_EQ(idle_surplus({2, 0, 10, 0}, l), 0u);
+}

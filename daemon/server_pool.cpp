@@ -31,7 +31,8 @@ ServerPool::ServerPool(EventLoop& loop, const s5::config::Server& server, const 
       // the manager's walk over its waiters.
       young_death_timer_(loop, [this] {
           if (health_ == ServerHealth::Down) hooks_.failed(*this, last_error_code_, last_error_);
-      }) {}
+      }),
+      trim_timer_(loop, [this] { trim_surplus(); }) {}
 
 ServerPool::~ServerPool() {
     if (!server_.auth.password.empty()) explicit_bzero(server_.auth.password.data(), server_.auth.password.size());
@@ -133,6 +134,11 @@ void ServerPool::pump(unsigned waiters, bool new_request) {
     const ServerHealth as = short_of_descriptors_ ? ServerHealth::Down : health_;
     unsigned n = connects_to_start(counts, limits_, as, backoff_elapsed_, new_request);
     for (unsigned i = 0; i < n; ++i) start_one();
+    // Setups nobody waits for: the newest go first.
+    for (unsigned c = connects_to_cancel(counts, limits_); c > 0 && !connecting_.empty(); --c)
+        connecting_.erase(std::prev(connecting_.end()));
+    if (idle_surplus(counts, limits_) > 0 && !trim_timer_.armed())
+        trim_timer_.arm_in(std::chrono::duration_cast<std::chrono::microseconds>(kSurplusLinger));
 }
 
 void ServerPool::start_one() {
@@ -215,6 +221,17 @@ void ServerPool::on_idle_closed(Association& a, const std::string& why) {
         pump(waiters_, false);
         return;
     }
+}
+
+void ServerPool::trim_surplus() {
+    PoolCounts counts{idle(), connecting(), leased_, waiters_};
+    unsigned n = idle_surplus(counts, limits_);
+    if (n == 0) return;
+    // The oldest: the likeliest to have been dropped silently anyway.
+    for (unsigned i = 0; i < n; ++i) idle_.pop_front();
+    log_debug("server %s: closed %u idle association(s) beyond min_idle", server_.name.c_str(), n);
+    schedule_recycle();
+    hooks_.changed(*this);
 }
 
 void ServerPool::schedule_recycle() {

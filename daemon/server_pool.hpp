@@ -76,6 +76,7 @@ private:
     void on_idle_closed(Association& a, const std::string& why);
     void on_retry();
     void back_off();
+    void trim_surplus();
     void schedule_recycle();
     void recycle_old();
     void set_health(ServerHealth h);
@@ -102,6 +103,7 @@ private:
     Timer recycle_timer_;
     Timer proven_timer_;                             // kProbation after the last ready: backoff reset
     Timer young_death_timer_;                        // tells the manager after ended_by_server()
+    Timer trim_timer_;                               // idle surplus, kSurplusLinger after it appeared
 };
 
 }  // namespace s5d

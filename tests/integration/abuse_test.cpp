@@ -43,6 +43,19 @@ int open_fds(pid_t pid) {
     return n;
 }
 
+// "0:/dev/null 1:pipe:[..] ..." for a failure message.
+std::string fd_list(pid_t pid) {
+    std::string out;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+        std::error_code ec;
+        out += e.path().filename().string() + ":" + std::filesystem::read_symlink(e.path(), ec).string() + " ";
+    }
+    int tasks = 0;
+    for ([[maybe_unused]] const auto& t : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) ++tasks;
+    out += "threads:" + std::to_string(tasks);
+    return out;
+}
+
 struct Outcome {
     int rc = 0, err = 0, s5err = 0;
     double seconds = 0;
@@ -293,6 +306,50 @@ TEST_F(Abuse, ServerStreamingAfterEveryGoodReplyIsBackedOff) {
     const int attempts = fake.connections() - before;
     std::cerr << "[ measure ] streaming server: " << attempts << " reconnects in 4 s\n";
     EXPECT_LE(attempts, 8) << "reconnecting in a loop";
+    EXPECT_TRUE(broker->process().running());
+}
+
+// 200 requests to a server that accepts and never answers, then the caller
+// leaves. The broker used to start one connect per request, never cancel
+// them, and keep the surplus for max_idle_age_s. Now at most kMaxConnecting
+// (32) are in flight per server, and those nobody waits for are closed.
+TEST_F(Abuse, ABurstWhoseCallerLeavesCostsBoundedConnectsAndLeavesNothing) {
+    start_broker();
+    FakeSocksServer fake({}, After::Silent);
+    add_server(fake);
+    const pid_t pid = broker->process().pid();
+    const std::vector<uint8_t> lo{127, 0, 0, 1};
+    // sdbus-c++ makes a pseudo connection (two eventfds) the first time the
+    // broker reads a variant: do that before counting descriptors.
+    try {
+        client->manager()
+            ->callMethod("Associate")
+            .onInterface("org.s5broker.Broker1.Manager")
+            .withArguments(lo, uint16_t{7}, lo, good.port(),
+                           std::map<std::string, sdbus::Variant>{{"timeout_ms", sdbus::Variant(uint32_t{0})}});
+        ADD_FAILURE() << "timeout_ms 0 accepted";
+    } catch (const sdbus::Error&) {
+    }
+    const int fds_before = open_fds(pid);
+    {
+        auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+        conn->enterEventLoopAsync();
+        auto proxy = sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1");
+        const std::map<std::string, sdbus::Variant> opts{{"timeout_ms", sdbus::Variant(uint32_t{60000})}};
+        for (int i = 0; i < 200; ++i)
+            proxy->callMethodAsync("Associate")
+                .onInterface("org.s5broker.Broker1.Manager")
+                .withArguments(lo, uint16_t{7}, lo, fake.port(), opts)
+                .uponReplyInvoke([](const sdbus::Error*) {});
+        ASSERT_TRUE(eventually([&] { return fake.connections() >= 32; })) << fake.connections();
+        // Give it the chance to start more: it must not.
+        std::this_thread::sleep_for(500ms);
+        std::cerr << "[ measure ] burst of 200: " << fake.connections() << " connects in flight\n";
+        EXPECT_LE(fake.connections(), 32);
+        conn->leaveEventLoop();
+    }   // the caller leaves: its requests are cancelled, and so are their setups
+    EXPECT_TRUE(eventually([&] { return open_fds(pid) <= fds_before; }, 5s))
+        << open_fds(pid) << " descriptors, " << fds_before << " before the burst: " << fd_list(pid);
     EXPECT_TRUE(broker->process().running());
 }
 
