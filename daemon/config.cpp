@@ -430,11 +430,12 @@ std::vector<Route> parse_routes(const json& v, std::string_view path, const std:
 }
 
 Pool parse_pool(const json& v, std::string_view path) {
-    const json& obj = object_with(v, path, {"min_idle", "max_associations", "max_idle_age_s"});
+    const json& obj = object_with(v, path, {"min_idle", "max_associations", "max_idle_age_s", "setup_timeout_s"});
     Pool p;
     optional_uint(obj, path, "min_idle", 0, 1024, p.min_idle);
     optional_uint(obj, path, "max_associations", 1, 1000000, p.max_associations);
     optional_uint(obj, path, "max_idle_age_s", 1, 86400, p.max_idle_age_s);
+    optional_uint(obj, path, "setup_timeout_s", 1, 300, p.setup_timeout_s);
     if (p.min_idle > p.max_associations)
         fail(child(path, "min_idle"),
              "must not exceed " + child(path, "max_associations") + " (" + std::to_string(p.max_associations) + ")");

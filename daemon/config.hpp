@@ -56,6 +56,7 @@ struct Pool {
     uint32_t min_idle = 2;
     uint32_t max_associations = 4096;
     uint32_t max_idle_age_s = 600;
+    uint32_t setup_timeout_s = 10;          // connect + handshake of one association
 };
 
 struct Keepalive {

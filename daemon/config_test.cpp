@@ -201,12 +201,16 @@ std::vector<BadCase> bad_cases() {
         // pool, keepalive, limits, lease_grace_s, allowed_groups
         {"pool_null", root_with(R"("pool":null)"), "pool: must be an object"},
         {"pool_unknown_key", root_with(R"("pool":{"max_idle":1})"),
-         "pool.max_idle: unknown key (expected one of: min_idle, max_associations, max_idle_age_s)"},
+         "pool.max_idle: unknown key (expected one of: min_idle, max_associations, max_idle_age_s, setup_timeout_s)"},
         {"pool_min_idle_too_big", root_with(R"("pool":{"min_idle":1025})"), "pool.min_idle: must be 0..1024"},
         {"pool_max_associations_zero", root_with(R"("pool":{"max_associations":0})"),
          "pool.max_associations: must be 1..1000000"},
         {"pool_max_idle_age_zero", root_with(R"("pool":{"max_idle_age_s":0})"),
          "pool.max_idle_age_s: must be 1..86400"},
+        {"pool_setup_timeout_zero", root_with(R"("pool":{"setup_timeout_s":0})"),
+         "pool.setup_timeout_s: must be 1..300"},
+        {"pool_setup_timeout_big", root_with(R"("pool":{"setup_timeout_s":301})"),
+         "pool.setup_timeout_s: must be 1..300"},
         {"pool_min_idle_above_max", root_with(R"("pool":{"min_idle":10,"max_associations":5})"),
          "pool.min_idle: must not exceed pool.max_associations (5)"},
         {"keepalive_idle_zero", root_with(R"("keepalive":{"idle_s":0})"), "keepalive.idle_s: must be 1..32767"},
@@ -301,6 +305,7 @@ TEST(GoodConfig, DesignExampleParses) {
     EXPECT_EQ(c.pool.min_idle, 2u);
     EXPECT_EQ(c.pool.max_associations, 4096u);
     EXPECT_EQ(c.pool.max_idle_age_s, 600u);
+    EXPECT_EQ(c.pool.setup_timeout_s, 10u);
     EXPECT_EQ(c.keepalive.idle_s, 10u);
     EXPECT_EQ(c.keepalive.interval_s, 3u);
     EXPECT_EQ(c.keepalive.count, 3u);
@@ -321,6 +326,7 @@ TEST(GoodConfig, MinimalGetsDefaults) {
     EXPECT_EQ(c.pool.min_idle, 2u);
     EXPECT_EQ(c.pool.max_associations, 4096u);
     EXPECT_EQ(c.pool.max_idle_age_s, 600u);
+    EXPECT_EQ(c.pool.setup_timeout_s, 10u);
     EXPECT_EQ(c.keepalive.idle_s, 10u);
     EXPECT_EQ(c.keepalive.interval_s, 3u);
     EXPECT_EQ(c.keepalive.count, 3u);

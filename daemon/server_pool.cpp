@@ -9,11 +9,6 @@
 
 namespace s5d {
 
-namespace {
-// A pool member's setup gets the same deadline as an on-demand request.
-constexpr std::chrono::milliseconds kSetupTimeout(10000);
-}  // namespace
-
 ServerPool::ServerPool(EventLoop& loop, const s5::config::Server& server, const s5::config::Config& config,
                        Stats& stats, Hooks hooks)
     : loop_(loop),
@@ -21,6 +16,7 @@ ServerPool::ServerPool(EventLoop& loop, const s5::config::Server& server, const 
       keepalive_(config.keepalive),
       limits_{config.pool.min_idle, config.pool.max_associations},
       max_idle_age_(config.pool.max_idle_age_s),
+      setup_timeout_(config.pool.setup_timeout_s),
       stats_(stats),
       hooks_(std::move(hooks)),
       rng_(std::random_device{}()),
@@ -42,6 +38,7 @@ void ServerPool::reconfigure(const s5::config::Config& config) {
     keepalive_ = config.keepalive;
     limits_ = PoolLimits{config.pool.min_idle, config.pool.max_associations};
     max_idle_age_ = std::chrono::seconds(config.pool.max_idle_age_s);
+    setup_timeout_ = std::chrono::seconds(config.pool.setup_timeout_s);
     schedule_recycle();
     hooks_.changed(*this);
 }
@@ -147,7 +144,7 @@ void ServerPool::start_one() {
         [this](Association& a, s5::err::Code c, const std::string& t) { on_failed(a, c, t); },
         [this](Association& a, const std::string& why) { on_idle_closed(a, why); },
     };
-    auto a = std::make_unique<Association>(loop_, server_, keepalive_, kSetupTimeout, std::move(cb));
+    auto a = std::make_unique<Association>(loop_, server_, keepalive_, setup_timeout_, std::move(cb));
     connecting_.emplace(a->id(), std::move(a));
 }
 

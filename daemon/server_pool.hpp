@@ -86,6 +86,7 @@ private:
     s5::config::Keepalive keepalive_;
     PoolLimits limits_;
     std::chrono::seconds max_idle_age_;
+    std::chrono::seconds setup_timeout_;             // pool.setup_timeout_s
     Stats& stats_;
     Hooks hooks_;
     std::deque<std::unique_ptr<Association>> idle_;   // oldest first

@@ -80,7 +80,7 @@ protected:
         std::ostringstream c;
         c << R"({"servers": [)" << server_json("good", "127.0.0.1", good.port());
         for (const auto& s : extra_servers) c << "," << s;
-        c << R"(], "pool": {"min_idle": 0}, "lease_grace_s": 5})";
+        c << R"(], "pool": {"min_idle": 0, "setup_timeout_s": 3}, "lease_grace_s": 5})";
         broker = std::make_unique<Broker>(dir, bus, c.str());
         if (nofile) broker->set_nofile(nofile);
         ASSERT_TRUE(broker->start()) << broker->log();
@@ -129,7 +129,7 @@ protected:
         write_file(broker->config_path(),
                    R"({"servers": [)" + server_json("good", "127.0.0.1", good.port()) + "," +
                        server_json("fake", "127.0.0.1", fake.port()) +
-                       R"(], "pool": {"min_idle": 0}, "lease_grace_s": 5})");
+                       R"(], "pool": {"min_idle": 0, "setup_timeout_s": 3}, "lease_grace_s": 5})");
         client->manager()->callMethod("Reload").onInterface("org.s5broker.Broker1.Manager");
         Outcome o = associate_with(fake.port());
         EXPECT_TRUE(echo_ok(bystander.fd, "bystander")) << "a lease on another server was disturbed";
@@ -144,7 +144,7 @@ protected:
         write_file(broker->config_path(),
                    R"({"servers": [)" + server_json("good", "127.0.0.1", good.port()) + "," +
                        server_json("fake", "127.0.0.1", fake.port()) +
-                       R"(], "pool": {"min_idle": 0}, "lease_grace_s": 5})");
+                       R"(], "pool": {"min_idle": 0, "setup_timeout_s": 3}, "lease_grace_s": 5})");
         client->manager()->callMethod("Reload").onInterface("org.s5broker.Broker1.Manager");
     }
 
@@ -239,9 +239,10 @@ TEST_F(Abuse, ReplyTrickledOneBytePerSecondTimesOut) {
     auto o = against(script, After::Close);
     EXPECT_EQ(o.rc, -1);
     EXPECT_EQ(o.err, ETIMEDOUT);
-    // Within the broker's 10 s setup deadline (plus the bus on top).
-    EXPECT_GT(o.seconds, 8.0);
-    EXPECT_LT(o.seconds, 13.0);
+    // At the setup deadline (pool.setup_timeout_s, 3 s here), not before
+    // and not much after: the bus adds little on top.
+    EXPECT_GT(o.seconds, 2.5);
+    EXPECT_LT(o.seconds, 6.0);
 }
 
 TEST_F(Abuse, EndlessStreamAfterTheReplyEndsOnlyThatAssociation) {
