@@ -25,7 +25,11 @@ log::Fields fields(const Lease& l) {
 }
 }  // namespace
 
-Manager::Manager(EventLoop& loop, s5::config::Config config) : loop_(loop), config_(std::move(config)) {
+Manager::Manager(EventLoop& loop, s5::config::Config config)
+    : loop_(loop), config_(std::move(config)), budget_timer_(loop, [this] { pump_starved(); }) {
+    budget_.set_on_freed([this] {
+        if (!starved_.empty() && !budget_timer_.armed()) budget_timer_.arm_in(std::chrono::microseconds(0));
+    });
     for (const char* k : {"associations_made", "associations_failed", "leases_granted", "leases_released",
                           "leases_lost", "served_from_pool", "renewals", "failovers"})
         stats_[k] = 0;
@@ -40,8 +44,11 @@ void Manager::add_pool(const s5::config::Server& s) {
         [this](ServerPool& p) {
             if (observer_) observer_->server_changed(p);
         },
+        [this](ServerPool& p) {
+            if (std::find(starved_.begin(), starved_.end(), p.name()) == starved_.end()) starved_.push_back(p.name());
+        },
     };
-    pools_.emplace(s.name, std::make_unique<ServerPool>(loop_, s, config_, stats_, std::move(hooks)));
+    pools_.emplace(s.name, std::make_unique<ServerPool>(loop_, s, config_, stats_, budget_, std::move(hooks)));
 }
 
 void Manager::forget_passwords(s5::config::Config& c) {
@@ -106,7 +113,18 @@ void Manager::apply(s5::config::Config next) {
     for (auto& [name, pool] : pools_) pool->pump(waiters_for(name), false);
 }
 
+// Slots came free: the pools that found none get their turn, first come
+// first served, as long as slots last.
+void Manager::pump_starved() {
+    while (budget_.free() > 0 && !starved_.empty()) {
+        const std::string name = std::move(starved_.front());
+        starved_.pop_front();
+        if (auto it = pools_.find(name); it != pools_.end()) it->second->pump(waiters_for(name), false);
+    }
+}
+
 Manager::~Manager() {
+    budget_.set_on_freed(nullptr);
     observer_ = nullptr;
     waiters_.clear();
     leases_.clear();

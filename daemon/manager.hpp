@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <functional>
+#include <deque>
 #include <list>
 #include <map>
 #include <memory>
@@ -29,6 +30,7 @@
 #include "event_loop.hpp"
 #include "lease.hpp"
 #include "server_pool.hpp"
+#include "setup_budget.hpp"
 #include "wire.hpp"
 
 namespace s5d {
@@ -161,6 +163,11 @@ private:
     s5::config::Config config_;
     ManagerObserver* observer_ = nullptr;
     Stats stats_;
+    // Before the pools: their setups hold slots of it.
+    SetupBudget budget_;
+    std::deque<std::string> starved_;                        // pools waiting for a slot
+    Timer budget_timer_;
+    void pump_starved();
     std::map<std::string, std::unique_ptr<ServerPool>> pools_;
     std::map<uint64_t, std::unique_ptr<Lease>> leases_;
     std::list<Waiter> waiters_;                              // FIFO

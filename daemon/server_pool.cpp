@@ -10,7 +10,7 @@
 namespace s5d {
 
 ServerPool::ServerPool(EventLoop& loop, const s5::config::Server& server, const s5::config::Config& config,
-                       Stats& stats, Hooks hooks)
+                       Stats& stats, SetupBudget& budget, Hooks hooks)
     : loop_(loop),
       server_(server),
       keepalive_(config.keepalive),
@@ -19,6 +19,7 @@ ServerPool::ServerPool(EventLoop& loop, const s5::config::Server& server, const 
       setup_timeout_(config.pool.setup_timeout_s),
       stats_(stats),
       hooks_(std::move(hooks)),
+      budget_(budget),
       rng_(std::random_device{}()),
       retry_timer_(loop, [this] { on_retry(); }),
       recycle_timer_(loop, [this] { recycle_old(); }),
@@ -130,7 +131,8 @@ void ServerPool::pump(unsigned waiters, bool new_request) {
     // the server itself is fine.
     const ServerHealth as = short_of_descriptors_ ? ServerHealth::Down : health_;
     unsigned n = connects_to_start(counts, limits_, as, backoff_elapsed_, new_request);
-    for (unsigned i = 0; i < n; ++i) start_one();
+    for (unsigned i = 0; i < n; ++i)
+        if (!start_one()) break;
     // Setups nobody waits for: the newest go first.
     for (unsigned c = connects_to_cancel(counts, limits_); c > 0 && !connecting_.empty(); --c)
         connecting_.erase(std::prev(connecting_.end()));
@@ -138,20 +140,27 @@ void ServerPool::pump(unsigned waiters, bool new_request) {
         trim_timer_.arm_in(std::chrono::duration_cast<std::chrono::microseconds>(kSurplusLinger));
 }
 
-void ServerPool::start_one() {
+bool ServerPool::start_one() {
+    auto slot = budget_.acquire();
+    if (!slot) {
+        if (hooks_.starved) hooks_.starved(*this);
+        return false;
+    }
     Association::Callbacks cb{
         [this](Association& a) { on_ready(a); },
         [this](Association& a, s5::err::Code c, const std::string& t) { on_failed(a, c, t); },
         [this](Association& a, const std::string& why) { on_idle_closed(a, why); },
     };
     auto a = std::make_unique<Association>(loop_, server_, keepalive_, setup_timeout_, std::move(cb));
-    connecting_.emplace(a->id(), std::move(a));
+    const uint64_t id = a->id();
+    connecting_.emplace(id, Setup{std::move(a), std::move(*slot)});
+    return true;
 }
 
 void ServerPool::on_ready(Association& a) {
     auto it = connecting_.find(a.id());
     if (it == connecting_.end()) return;
-    idle_.push_back(std::move(it->second));
+    idle_.push_back(std::move(it->second.assoc));
     connecting_.erase(it);
     ++stats_["associations_made"];
     short_of_descriptors_ = false;
@@ -172,7 +181,7 @@ void ServerPool::on_ready(Association& a) {
 void ServerPool::on_failed(Association& a, s5::err::Code code, const std::string& text) {
     auto it = connecting_.find(a.id());
     if (it == connecting_.end()) return;
-    auto doomed = std::move(it->second);  // destroyed when we return
+    auto doomed = std::move(it->second.assoc);  // destroyed when we return
     connecting_.erase(it);
     ++stats_["associations_failed"];
     last_error_ = text;

@@ -15,6 +15,7 @@
 #include "config.hpp"
 #include "event_loop.hpp"
 #include "pool_policy.hpp"
+#include "setup_budget.hpp"
 
 namespace s5d {
 
@@ -29,10 +30,13 @@ public:
         std::function<void(ServerPool&, s5::err::Code, const std::string&)> failed;
         // State, PoolIdle or LastError changed (for the bus).
         std::function<void(ServerPool&)> changed;
+        // A setup was wanted but the broker-wide budget had no slot: pump
+        // this pool again when one frees up.
+        std::function<void(ServerPool&)> starved;
     };
 
     ServerPool(EventLoop& loop, const s5::config::Server& server, const s5::config::Config& config, Stats& stats,
-               Hooks hooks);
+               SetupBudget& budget, Hooks hooks);
     ~ServerPool();
     ServerPool(const ServerPool&) = delete;
     ServerPool& operator=(const ServerPool&) = delete;
@@ -70,7 +74,7 @@ public:
     void pump(unsigned waiters, bool new_request);
 
 private:
-    void start_one();
+    bool start_one();   // false: no slot in the broker-wide budget
     void on_ready(Association& a);
     void on_failed(Association& a, s5::err::Code code, const std::string& text);
     void on_idle_closed(Association& a, const std::string& why);
@@ -89,8 +93,13 @@ private:
     std::chrono::seconds setup_timeout_;             // pool.setup_timeout_s
     Stats& stats_;
     Hooks hooks_;
+    SetupBudget& budget_;
     std::deque<std::unique_ptr<Association>> idle_;   // oldest first
-    std::map<uint64_t, std::unique_ptr<Association>> connecting_;
+    struct Setup {
+        std::unique_ptr<Association> assoc;
+        SetupBudget::Slot slot;                      // given back with the entry
+    };
+    std::map<uint64_t, Setup> connecting_;          // by id: the newest last
     unsigned leased_ = 0;
     unsigned waiters_ = 0;                           // as of the last pump()
     ServerHealth health_ = ServerHealth::Unknown;
