@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "one_line.hpp"
 #include "unique_fd.hpp"
 
 namespace s5::config {
@@ -36,21 +37,8 @@ constexpr size_t kMaxShown = 64;
 // ---- Errors ----------------------------------------------------------------
 
 // Error text goes to the journal and to a terminal: one line, always, even
-// when it quotes a key or value from the file.
-std::string one_line(std::string_view s) {
-    std::string out;
-    out.reserve(s.size());
-    for (unsigned char c : s) {
-        if (c < 0x20 || c == 0x7f) {
-            char esc[5];
-            std::snprintf(esc, sizeof esc, "\\x%02x", c);
-            out += esc;
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out;
-}
+// when it quotes a key or value from the file (s5::one_line).
+using s5::one_line;
 
 Error make_error(std::string_view path, std::string_view reason) {
     return Error{path.empty() ? "(root)" : one_line(path), one_line(reason)};

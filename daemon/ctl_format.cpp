@@ -1,5 +1,7 @@
 #include "ctl_format.hpp"
 
+#include "one_line.hpp"
+
 #include <arpa/inet.h>
 #include <libsmartcols/libsmartcols.h>
 #include <netinet/in.h>
@@ -784,11 +786,7 @@ std::string render_event(const json& e) {
     return one_line(line);
 }
 
-std::string one_line(std::string text) {
-    for (char& c : text)
-        if (static_cast<unsigned char>(c) < ' ' || c == 0x7f) c = ' ';
-    return text;
-}
+std::string one_line(std::string text) { return s5::one_line(text); }
 
 // ---- Errors ------------------------------------------------------------------
 

@@ -308,7 +308,7 @@ TEST(Conventions, BusFailure) {
     EXPECT_EQ(bus_failure("reload the configuration", "org.s5broker.Broker1.Error.InvalidArgs",
                           "configuration not applied: line 1\nunexpected end"),
               "Failed to reload the configuration: org.s5broker.Broker1.Error.InvalidArgs: configuration not "
-              "applied: line 1 unexpected end");
+              "applied: line 1\\x0aunexpected end");
     EXPECT_EQ(bus_failure("get property Servers", "org.example.Odd", ""),
               "Failed to get property Servers: org.example.Odd");
     EXPECT_EQ(bus_failure("x", "", "m"), "Failed to x: unknown error: m");
@@ -603,6 +603,6 @@ TEST(Render, Events) {
     EXPECT_EQ(render_event(started), "0 broker BrokerStarted owner=:1.5");
 }
 
-TEST(Render, OneLine) { EXPECT_EQ(one_line("a\nb\tc\r"), "a b c "); }
+TEST(Render, OneLine) { EXPECT_EQ(one_line("a\nb\tc\r"), "a\\x0ab\\x09c\\x0d"); }
 
 }  // namespace

@@ -4,6 +4,8 @@
 #include <sys/uio.h>
 #include <systemd/sd-journal.h>
 
+#include "one_line.hpp"
+
 #include <array>
 #include <cstdarg>
 #include <cstdio>
@@ -85,11 +87,11 @@ const char* source_path(const char* file) {
 
 void vemit(Level l, Site site, const Fields& fields, const char* fmt, va_list ap) {
     if (static_cast<int>(l) > static_cast<int>(g_max) || g_target == Target::Null) return;
-    char buf[1024];
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    char raw[1024];
+    vsnprintf(raw, sizeof raw, fmt, ap);
     // One event, one line: a peer-supplied string must not forge more lines.
-    for (char* p = buf; *p; ++p)
-        if (*p == '\n' || *p == '\r') *p = ' ';
+    const std::string line = s5::one_line(raw);
+    const char* buf = line.c_str();
     if (to_journal()) {
         std::vector<std::string> items{std::string("MESSAGE=") + buf,
                                        "PRIORITY=" + std::to_string(static_cast<int>(l)),
