@@ -1,8 +1,9 @@
-// D-Bus glue: publishes the Manager, Server and Lease objects of
-// dbus/org.s5broker.Broker1.xml through the generated adaptors, translates
-// calls into Manager methods and Manager events into signals. Every handler
-// catches everything: sdbus-c++ 1.2.0 only turns sdbus::Error into a reply,
-// anything else would unwind through libsystemd's C frames.
+// D-Bus glue of the whole broker: the connection's objects (each in its own
+// file beside the logic it exposes: manager_bus, server_pool_bus,
+// lease_bus), the callers' credentials (bus_creds), and Manager events
+// turned into coalesced signals. Every handler catches everything: sdbus-c++
+// 1.2.0 only turns sdbus::Error into a reply, anything else would unwind
+// through libsystemd's C frames (bus_util.hpp).
 #pragma once
 
 #include <sys/types.h>
@@ -17,15 +18,15 @@
 #include "bus_creds.hpp"
 #include "config_loader.hpp"
 #include "event_loop.hpp"
+#include "lease_bus.hpp"
 #include "manager.hpp"
+#include "manager_bus.hpp"
+#include "server_pool_bus.hpp"
 
 namespace sdbus { class IConnection; class IProxy; class Message; }
 
 namespace s5d {
 
-class ManagerObject;
-class ServerObject;
-class LeaseObject;
 
 class Bus : public ManagerObserver {
 public:
@@ -80,14 +81,12 @@ private:
     Manager& manager_;
     BusCreds creds_;
     std::unique_ptr<sdbus::IProxy> dbus_proxy_;
-    std::unique_ptr<ManagerObject> manager_obj_;
-    std::map<std::string, std::unique_ptr<ServerObject>> servers_;
-    std::map<uint64_t, std::unique_ptr<LeaseObject>> leases_;
+    ManagerObjectPtr manager_obj_;
+    std::map<std::string, ServerObjectPtr> servers_;
+    std::map<uint64_t, LeaseObjectPtr> leases_;
     Reloader reload_;
     std::set<gid_t> allowed_gids_;
 };
 
-// "/org/s5broker/Broker1/server/<name>"
-std::string server_path(const std::string& name);
 
 }  // namespace s5d
