@@ -160,7 +160,7 @@ void Association::on_connected() {
     source_ = *src;
     source_.port = 0;
     // DST of the request = our own source IP with port 0: only datagrams
-    // from this host can claim the association (design.md §7).
+    // from this host can claim the association (docs/design.md §7).
     hs_.emplace(std::move(creds_), source_, pipelined_);
     creds_.reset();
     state_ = State::Handshaking;

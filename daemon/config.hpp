@@ -1,4 +1,4 @@
-// s5brokerd.json (design.md §6): parsed and validated into plain structs.
+// s5brokerd.json (docs/design.md §6): parsed and validated into plain structs.
 //
 // parse() is pure (JSON text in, Config or the first error out) so the table
 // of bad configs in config_test.cpp runs without touching a file. load() adds

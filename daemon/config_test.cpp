@@ -257,7 +257,7 @@ TEST(BadConfigMessages, LongValuesAreCut) {
 
 // ---- Good configs --------------------------------------------------------------------
 
-// design.md §6, verbatim.
+// docs/design.md §6, verbatim.
 constexpr const char* kDesignExample = R"({
   "servers": [
     {"name": "corp", "address": "192.0.2.10", "port": 1080,
@@ -271,7 +271,7 @@ constexpr const char* kDesignExample = R"({
   "keepalive": {"idle_s": 10, "interval_s": 3, "count": 3},
   "lease_grace_s": 30,
   "limits": {"leases_per_uid": 256, "leases_total": 16384},
-  "allowed_groups": ["s5broker"]
+  "allowed_groups": ["s5broker-clients"]
 })";
 
 TEST(GoodConfig, DesignExampleParses) {
@@ -312,7 +312,7 @@ TEST(GoodConfig, DesignExampleParses) {
     EXPECT_EQ(c.lease_grace_s, 30u);
     EXPECT_EQ(c.limits.leases_per_uid, 256u);
     EXPECT_EQ(c.limits.leases_total, 16384u);
-    EXPECT_EQ(c.allowed_groups, (std::vector<std::string>{"s5broker"}));
+    EXPECT_EQ(c.allowed_groups, (std::vector<std::string>{"s5broker-clients"}));
 }
 
 TEST(GoodConfig, MinimalGetsDefaults) {

@@ -58,7 +58,7 @@ private:
 };
 
 // A one-shot CLOCK_MONOTONIC timer with 1 µs accuracy (sd-event's default of
-// 0 means 250 ms, see design.md §9).
+// 0 means 250 ms, see docs/design.md §9).
 class Timer {
 public:
     using Callback = std::function<void()>;

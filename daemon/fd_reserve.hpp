@@ -1,6 +1,6 @@
 // A reserve of file descriptors the broker never spends on associations
 // and leases, so that when it runs short it can still answer the caller,
-// log, reply on the bus, notify systemd and read /proc for credentials
+// log, reply on the bus, notify systemd and answer the bus daemon's credential replies
 // (and a sanitizer build can still probe memory, which takes a pipe()).
 //
 // Linux hands out the lowest free descriptor number, so a new descriptor

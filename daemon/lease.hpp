@@ -1,4 +1,4 @@
-// A lease: one application's claim on one association (design.md §4). The
+// A lease: one application's claim on one association (docs/design.md §4). The
 // application holds one end of a SOCK_SEQPACKET socketpair (the "lease fd",
 // dup'ed onto its Socket by libs5client); the broker holds the other, writes
 // lease events on it, and releases the lease when it reads EOF.

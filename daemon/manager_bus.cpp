@@ -47,7 +47,7 @@ private:
         return {msg->getSender(), info.uid, info.allowed};
     }
 
-    // The bus policy is the first door; this is the second (design.md §5).
+    // The bus policy is the first door; this is the second (docs/design.md §5).
     static void require_allowed(const Caller& c) {
         if (!c.allowed)
             throw sdbus::Error("org.freedesktop.DBus.Error.AccessDenied",

@@ -77,7 +77,7 @@ Fail from_code(s5::err::Code c) {
 }
 
 // A failed connect() or socket I/O on the control connection: the network
-// errors of design.md §3 through the shared table, anything else (a local
+// errors of docs/design.md §3 through the shared table, anything else (a local
 // error: EACCES from a firewall, ENOBUFS, ...) as connect(2) reported it.
 Fail from_io_errno(int e) {
     auto c = s5::err::from_connect_errno(e);
@@ -117,7 +117,7 @@ std::optional<Endpoint> sock_endpoint(int fd, bool peer) {
 }
 
 // The relay from the server's reply: a domain name that is an IP literal is
-// accepted, 0.0.0.0/:: means the server's own address (design.md §7), as
+// accepted, 0.0.0.0/:: means the server's own address (docs/design.md §7), as
 // the broker does (daemon/association.cpp).
 std::optional<Endpoint> relay_of(const s5::wire::Reply& r, const Endpoint& server) {
     Endpoint relay;

@@ -1,7 +1,7 @@
 // The one table that ties together a failure's D-Bus error name (what the
 // broker replies), the errno and socks5_errno the library reports, and the
 // SOCKS REP code or connect(2) errno the broker saw. Both sides use it, so the
-// mapping of design.md §3 lives in exactly one place.
+// mapping of docs/design.md §3 lives in exactly one place.
 #pragma once
 
 #include <optional>
@@ -27,7 +27,7 @@ enum class Code {
     QuotaExceeded,            // lease limits
     InvalidArgs,              // malformed call
     // The broker's own TCP connect to the SOCKS server failed (no SOCKS reply
-    // involved, so socks5_errno is 0). Extensions to design.md §5.
+    // involved, so socks5_errno is 0). Extensions to docs/design.md §5.
     ServerConnectionRefused,
     ServerTimeout,
     ServerNetworkUnreachable,

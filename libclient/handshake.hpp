@@ -35,7 +35,7 @@ public:
     };
 
     // `request_dst` is the DST of the UDP ASSOCIATE request: the IP the
-    // client will send from, port 0 (design.md §7).
+    // client will send from, port 0 (docs/design.md §7).
     Handshake(std::optional<Credentials> creds, wire::Endpoint request_dst, bool pipelined);
     ~Handshake();
     Handshake(const Handshake&) = delete;

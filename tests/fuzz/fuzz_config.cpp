@@ -1,6 +1,6 @@
 // libFuzzer target: s5::config::parse (daemon/config.hpp) on arbitrary text.
 // It must never crash or throw; an error names a path and a reason on one
-// line; an accepted config satisfies what design.md §6 and config.hpp
+// line; an accepted config satisfies what docs/design.md §6 and config.hpp
 // promise. Violations call __builtin_trap().
 
 #include <netinet/in.h>

@@ -279,7 +279,7 @@ Danted::Danted(const TempDir& dir, DantedOptions o) : opt_(o) {
     if (opt_.username_auth && !test_user_exists())
         throw std::runtime_error(std::string("test user ") + kTestUser + " missing: run scripts/setup");
     std::ostringstream c;
-    // design.md §7: one rule keyword per line; udpassociate and udpreply
+    // docs/design.md §7: one rule keyword per line; udpassociate and udpreply
     // rules from anywhere (the client rule limits who may connect).
     c << "logoutput: " << log_ << "\n"
       << "internal: " << opt_.address << " port = " << opt_.port << "\n";
@@ -304,7 +304,7 @@ Danted::~Danted() { kill(); }
 
 void Danted::start() {
     // Own process group: killing only the main process leaves the io-child
-    // relaying live associations (design.md §7).
+    // relaying live associations (docs/design.md §7).
     // -p: without it danted writes /run/danted.pid, which is not ours.
     std::vector<std::string> argv{"/usr/sbin/danted", "-f", conf_, "-p", conf_ + ".pid"};
     if (!opt_.netns.empty()) argv.insert(argv.begin(), {"/usr/bin/ip", "netns", "exec", opt_.netns});
