@@ -13,6 +13,7 @@
 #include "peer_closed.hpp"
 #include "log.hpp"
 #include "pool_policy.hpp"
+#include "relay_policy.hpp"
 
 namespace s5d {
 
@@ -277,6 +278,14 @@ void Association::finish_ready() {
         uint16_t port = relay.port;
         relay = server_;
         relay.port = port;
+    }
+    if (!relay_override_) {
+        if (auto why = relay_refusal(relay, server_)) {
+            relay_refused_ = true;
+            fail(Code::ProtocolError, "server " + server_.to_string() + " gave relay " + relay.to_string() +
+                                          ", which " + *why + " (relay_address_override can name the relay)");
+            return;
+        }
     }
     relay_ = relay;
     hs_.reset();

@@ -58,6 +58,8 @@ public:
     // After `closed`: the socket error that ended it (ETIMEDOUT when
     // keepalive gave up), or 0 for an orderly close by the server.
     int close_error() const { return close_error_; }
+    // After `failed`: the server's relay address was refused (relay_policy).
+    bool relay_refused() const { return relay_refused_; }
     // A ready association whose server has not (as far as the kernel
     // knows) closed or reset it. Cheap: one non-blocking peek.
     bool alive() const;
@@ -93,6 +95,7 @@ private:
     Clock::time_point ready_since_{};
     int pending_error_ = 0;                      // socket()/connect() failed at once
     bool pending_local_ = false;                 // ... or a socket option was refused
+    bool relay_refused_ = false;
     int close_error_ = 0;
     size_t unexpected_ = 0;                      // bytes after the reply
     static constexpr size_t kMaxUnexpected = 4096;

@@ -184,6 +184,7 @@ void ServerPool::on_failed(Association& a, s5::err::Code code, const std::string
     auto doomed = std::move(it->second.assoc);  // destroyed when we return
     connecting_.erase(it);
     ++stats_["associations_failed"];
+    if (doomed->relay_refused()) ++stats_["relays_refused"];
     last_error_ = text;
     last_error_code_ = code;
     log_warning({{"S5_SERVER", server_.name}}, "server %s: association failed: %s", server_.name.c_str(),

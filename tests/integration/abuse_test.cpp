@@ -354,6 +354,34 @@ TEST_F(Abuse, ABurstWhoseCallerLeavesCostsBoundedConnectsAndLeavesNothing) {
     EXPECT_TRUE(broker->process().running());
 }
 
+// A configured server may not aim every client's datagrams anywhere: a relay
+// that is multicast, broadcast, unspecified, or of another family than the
+// server is refused as a protocol error of that association, and counted.
+TEST_F(Abuse, RelaysAimedElsewhereAreRefused) {
+    start_broker();
+    struct Bad {
+        const char* what;
+        std::string reply;
+    };
+    const std::vector<Bad> bad{
+        {"multicast", std::string("\x05\x00\x00\x01\xe0\x00\x00\xfb\x9c\x40", 10)},
+        {"broadcast", std::string("\x05\x00\x00\x01\xff\xff\xff\xff\x9c\x40", 10)},
+        {"IPv6 for an IPv4 server",
+         std::string("\x05\x00\x00\x04\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x9c\x40", 22)},
+    };
+    uint64_t refused = 0;
+    for (const auto& b : bad) {
+        auto o = against({{kMethodNone}, {b.reply}}, After::Silent);
+        EXPECT_EQ(o.rc, -1) << b.what;
+        EXPECT_EQ(o.err, EPROTO) << b.what;
+        EXPECT_EQ(o.s5err, S5_EPROTO) << b.what;
+        const uint64_t now = client->statistics()["relays_refused"];
+        EXPECT_GT(now, refused) << b.what;
+        refused = now;
+    }
+    EXPECT_NE(broker->log().find("(relay_address_override can name the relay)"), std::string::npos) << broker->log();
+}
+
 TEST_F(Abuse, CallsOnALeaseObjectThatIsGone) {
     start_broker();
     auto o = associate_with(good.port());
