@@ -2,9 +2,11 @@
 // UDP associations over D-Bus (org.s5broker.Broker1). See s5brokerd(8).
 #include <getopt.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <systemd/sd-daemon.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -121,6 +123,9 @@ int run(const Options& opts) {
         return kExitConfig;
     }
     for (const auto& w : loaded.warnings) log_warning("%s", w.c_str());
+    // The passwords are in memory now: no core dump holds them, and no
+    // process of the same uid may ptrace or read /proc/<pid>/mem.
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) log_warning("cannot make the process undumpable: %s", strerror(errno));
 
     loop.on_signal(SIGTERM, [&] { loop.exit(0); });
     loop.on_signal(SIGINT, [&] { loop.exit(0); });

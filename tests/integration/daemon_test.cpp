@@ -6,6 +6,7 @@
 #include <s5broker/socks5.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sys/wait.h>
@@ -554,6 +555,11 @@ TEST(Hardened, CallersKnownFromTheBusDaemonNotFromProc) {
     EXPECT_EQ(associate_as(bus, 65534, daemon_group->gr_gid, danted.port()), "") << broker.log();
     EXPECT_EQ(associate_as(bus, 65534, 65534, danted.port()), "org.freedesktop.DBus.Error.AccessDenied");
     EXPECT_NE(broker.log().find(": granted to uid 65534"), std::string::npos) << broker.log();
+    // Undumpable once it holds passwords: its /proc entries belong to root,
+    // not to the service user, who can neither ptrace it nor read its memory.
+    struct stat st {};
+    ASSERT_EQ(::stat(("/proc/" + std::to_string(broker.process().pid()) + "/mem").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 0u);
     EXPECT_EQ(broker.stop(), 0) << broker.log();
 }
 
