@@ -31,6 +31,8 @@ Bus::Bus(sdbus::IConnection& conn, Manager& manager)
     dbus_proxy_->finishRegistration();
     manager_obj_ = make_manager_object(conn_, *this);
     for (const auto& [name, pool] : manager_.pools()) servers_[name] = make_server_object(conn_, *pool);
+    // After a reconnection to the bus the leases are already there.
+    for (const auto& [id, lease] : manager_.leases()) leases_[id] = make_lease_object(conn_, *lease);
     manager_.set_observer(this);
 }
 

@@ -212,11 +212,23 @@ void EventLoop::drain_bus() {
             sd_event_source_set_priority(bus_timer_.get(), prio);
         }
     } catch (const std::exception& e) {
-        // The connection itself failed (bus daemon gone): nothing can be
-        // served any more; exit non-zero so systemd restarts us.
-        log_error("D-Bus connection failed: %s; exiting", e.what());
-        exit(1);
+        // The connection itself failed (bus daemon gone). With a handler the
+        // broker keeps its leases and reconnects; without one nothing can
+        // be served any more: exit non-zero so systemd restarts us.
+        if (!bus_lost_) {
+            log_error("D-Bus connection failed: %s; exiting", e.what());
+            exit(1);
+            return;
+        }
+        detach_bus();
+        bus_lost_(e.what());
     }
+}
+
+void EventLoop::detach_bus() {
+    bus_io_.reset();
+    bus_timer_.reset();
+    bus_ = nullptr;
 }
 
 int EventLoop::run() {

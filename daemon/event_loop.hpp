@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -96,6 +97,11 @@ public:
     // re-armed from getEventLoopPollData() in a prepare callback before every
     // poll, and processPendingRequest() until it returns false on each wake-up.
     void attach_bus(sdbus::IConnection& bus);
+    // Stops driving it (before the connection is destroyed).
+    void detach_bus();
+    // Called (from the loop, once) when the attached connection fails; the
+    // bus is detached first. Without it the loop exits with status 1.
+    void on_bus_lost(std::function<void(const std::string& why)> cb) { bus_lost_ = std::move(cb); }
 
     int run();                                   // until exit(); returns its code
     void exit(int code);
@@ -112,6 +118,7 @@ private:
     EventSource bus_io_, bus_timer_;
     static constexpr unsigned kBusBatch = 64;
     int64_t bus_priority_ = 0;
+    std::function<void(const std::string&)> bus_lost_;
     std::vector<std::pair<EventSource, std::unique_ptr<std::function<void()>>>> signals_;
 };
 

@@ -13,6 +13,8 @@
 #include <memory>
 #include <sdbus-c++/sdbus-c++.h>
 #include <string>
+#include <set>
+#include <random>
 
 #include "bus.hpp"
 #include "config.hpp"
@@ -21,6 +23,7 @@
 #include "log.hpp"
 #include "log_control.hpp"
 #include "manager.hpp"
+#include "pool_policy.hpp"
 #include "s5broker_version.h"
 #include "startup_refusal.hpp"
 
@@ -95,11 +98,51 @@ int parse_args(int argc, char** argv, Options& o) {
     return -1;
 }
 
+// One connection to the bus with everything published on it. Rebuilt when
+// the bus daemon comes back; the manager, its leases and pools outlive it.
+struct BusSession {
+    std::unique_ptr<sdbus::IConnection> conn;
+    std::unique_ptr<s5d::Bus> bus;
+    std::unique_ptr<s5d::LogControl> log_control;
+    ~BusSession() {
+        // The objects go before the connection they are registered on.
+        log_control.reset();
+        bus.reset();
+    }
+};
+
+// Connects, publishes every object and then owns the name (so that the
+// name's appearance means the service is complete); nullptr and `error` on
+// failure.
+std::unique_ptr<BusSession> open_session(const Options& opts, s5d::Manager& manager, const std::set<gid_t>& gids,
+                                         const s5d::Bus::Reloader& reloader, std::string& error) {
+    auto s = std::make_unique<BusSession>();
+    try {
+        s->conn = opts.session_bus ? sdbus::createSessionBusConnection() : sdbus::createSystemBusConnection();
+    } catch (const sdbus::Error& e) {
+        error = std::string("cannot connect to the ") + (opts.session_bus ? "session" : "system") +
+                " bus: " + e.getMessage();
+        return nullptr;
+    }
+    try {
+        s->bus = std::make_unique<s5d::Bus>(*s->conn, manager);
+        s->bus->set_allowed_gids(gids);
+        s->bus->set_reloader(reloader);
+        s->log_control = std::make_unique<s5d::LogControl>(*s->conn, s->bus->creds());
+        s->conn->requestName(kBusName);
+    } catch (const sdbus::Error& e) {
+        error = std::string("cannot own ") + kBusName + ": " + e.getMessage();
+        return nullptr;
+    }
+    return s;
+}
+
 int run(const Options& opts) {
     const char* creds = std::getenv("CREDENTIALS_DIRECTORY");
     s5d::EventLoop loop;
     s5d::Manager* manager_p = nullptr;
-    s5d::Bus* bus_p = nullptr;
+    s5d::Bus* bus_p = nullptr;               // none while off the bus
+    std::set<gid_t> allowed_gids;
     // SIGHUP and Reload(): the files are read off the loop; a bad new file
     // changes nothing.
     s5d::ConfigLoader loader(loop, opts.config, creds ? creds : "",
@@ -111,7 +154,8 @@ int run(const Options& opts) {
                                  }
                                  for (const auto& w : next.warnings) log_warning("%s", w.c_str());
                                  manager_p->apply(std::move(*next.config.value));
-                                 bus_p->set_allowed_gids(std::move(next.allowed_gids));
+                                 allowed_gids = std::move(next.allowed_gids);
+                                 if (bus_p) bus_p->set_allowed_gids(allowed_gids);
                                  return std::nullopt;
                              });
     auto loaded = loader.load_now();
@@ -132,34 +176,56 @@ int run(const Options& opts) {
     signal(SIGPIPE, SIG_IGN);
     loop.enable_watchdog();
 
-    std::unique_ptr<sdbus::IConnection> conn;
-    try {
-        conn = opts.session_bus ? sdbus::createSessionBusConnection() : sdbus::createSystemBusConnection();
-    } catch (const sdbus::Error& e) {
-        log_error("cannot connect to the %s bus: %s", opts.session_bus ? "session" : "system", e.getMessage().c_str());
-        return 1;
-    }
     s5d::Manager manager(loop, std::move(*loaded.config.value));
     manager_p = &manager;
     manager.set_next_lease_id(first_lease_id());
-    s5d::Bus bus(*conn, manager);
-    bus_p = &bus;
-    bus.set_allowed_gids(std::move(loaded.allowed_gids));
-    bus.set_reloader([&](s5d::ConfigLoader::Done done) { loader.load(std::move(done)); });
-    s5d::LogControl log_control(*conn, bus.creds());
-    try {
-        // Objects are registered first so that the name's appearance means
-        // the service is complete.
-        conn->requestName(kBusName);
-    } catch (const sdbus::Error& e) {
-        log_error("cannot own %s: %s", kBusName, e.getMessage().c_str());
+    allowed_gids = std::move(loaded.allowed_gids);
+    const auto reloader = [&](s5d::ConfigLoader::Done done) { loader.load(std::move(done)); };
+
+    std::string error;
+    std::unique_ptr<BusSession> session = open_session(opts, manager, allowed_gids, reloader, error);
+    if (!session) {
+        log_error("%s", error.c_str());
         return 1;
     }
-    loop.on_signal(SIGHUP, [&] { bus.reload([](const std::optional<std::string>&) {}); });
-    loop.attach_bus(*conn);
+    bus_p = session->bus.get();
+    loop.attach_bus(*session->conn);
+
+    // The bus daemon went away (restarted, or it crashed): no datagram
+    // crosses the bus, so every lease and association stays; only calls
+    // and properties are unavailable until the broker is back on the bus.
+    s5d::Backoff backoff(std::chrono::milliseconds(100), std::chrono::milliseconds(5000));
+    std::mt19937_64 rng(std::random_device{}());
+    s5d::Timer reconnect;
+    reconnect = s5d::Timer(loop, [&] {
+        std::string why;
+        session = open_session(opts, manager, allowed_gids, reloader, why);
+        if (!session) {
+            log_debug("still off the bus: %s", why.c_str());
+            reconnect.arm_in(backoff.next(rng));
+            return;
+        }
+        backoff.reset();
+        bus_p = session->bus.get();
+        loop.attach_bus(*session->conn);
+        log_notice("back on the bus, serving %zu lease(s)", manager.leases().size());
+        sd_notify(0, "STATUS=Serving");
+    });
+    loop.on_bus_lost([&](const std::string& why) {
+        log_warning("D-Bus connection lost (%s); keeping %zu lease(s), reconnecting", why.c_str(),
+                    manager.leases().size());
+        sd_notify(0, "STATUS=Reconnecting to the bus");
+        bus_p = nullptr;
+        session.reset();   // the objects and the connection; the manager stays
+        reconnect.arm_in(backoff.next(rng));
+    });
+    loop.on_signal(SIGHUP, [&] {
+        if (bus_p) bus_p->reload([](const std::optional<std::string>&) {});
+        else loader.load([](const std::optional<std::string>&) {});
+    });
     manager.start();
     log_notice("s5brokerd %s serving %s on the %s bus with %zu server(s)", S5BROKER_VERSION, kBusName,
-                     opts.session_bus ? "session" : "system", manager.config().servers.size());
+               opts.session_bus ? "session" : "system", manager.config().servers.size());
     sd_notify(0, "READY=1\nSTATUS=Serving");
     int rc = loop.run();
     sd_notify(0, "STOPPING=1");

@@ -252,18 +252,29 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
 
 // ---- dbus-daemon -----------------------------------------------------------
 
-PrivateBus::PrivateBus(const TempDir& dir, const std::string& config) {
-    std::string sock = dir.file("bus");
-    address_ = "unix:path=" + sock;
+PrivateBus::PrivateBus(const TempDir& dir, const std::string& config) : dir_(dir), config_(config) {
+    address_ = "unix:path=" + dir.file("bus");
+    start();
+    setenv("DBUS_SYSTEM_BUS_ADDRESS", address_.c_str(), 1);
+}
+
+void PrivateBus::start() {
+    const std::string sock = dir_.file("bus");
+    ::unlink(sock.c_str());
     proc_ = std::make_unique<Process>(Process::Options{
-        {"/usr/bin/dbus-daemon", std::string("--config-file=") + TEST_SOURCE_DIR + "/" + config, "--address=" + address_,
+        {"/usr/bin/dbus-daemon", std::string("--config-file=") + TEST_SOURCE_DIR + "/" + config_, "--address=" + address_,
          "--nofork"},
         {},
-        dir.file("dbus-daemon.log"),
+        dir_.file("dbus-daemon.log"),
         false});
     if (!eventually([&] { return access(sock.c_str(), F_OK) == 0; }, 10s))
-        throw std::runtime_error("dbus-daemon did not start: " + read_file(dir.file("dbus-daemon.log")));
-    setenv("DBUS_SYSTEM_BUS_ADDRESS", address_.c_str(), 1);
+        throw std::runtime_error("dbus-daemon did not start: " + read_file(dir_.file("dbus-daemon.log")));
+}
+
+void PrivateBus::restart() {
+    proc_->stop(SIGKILL);
+    proc_.reset();
+    start();
 }
 
 // ---- danted ----------------------------------------------------------------

@@ -91,8 +91,14 @@ public:
     explicit PrivateBus(const TempDir& dir, const std::string& config = "dbus-system.conf");
     const std::string& address() const { return address_; }
     Process& process() { return *proc_; }
+    // A new dbus-daemon on the same address (after the old one was stopped
+    // or killed).
+    void restart();
 
 private:
+    void start();
+    const TempDir& dir_;
+    std::string config_;
     std::string address_;
     std::unique_ptr<Process> proc_;
 };
