@@ -118,6 +118,17 @@ void Lease::attach(std::unique_ptr<Association> assoc) {
 
 std::unique_ptr<Association> Lease::detach_for_renewal() {
     state_ = LeaseState::Renewing;
+    // Tell the application at once: until Renewed, its datagrams would go
+    // to a dead relay. The record names the generation that ended with its
+    // relay and source, so that if it replaces an unsent Ready/Renewed
+    // (send_event keeps only the latest state) the library still learns
+    // them. Libraries that do not know the type skip it.
+    s5::wire::LeaseEvent ev;
+    ev.type = s5::wire::LeaseEventType::Renewing;
+    ev.generation = generation_;
+    ev.relay = relay_;
+    ev.source = source_;
+    send_event(ev);
     return std::move(assoc_);
 }
 

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -11,6 +12,8 @@
 #include <mutex>
 #include <optional>
 #include <tuple>
+#include <vector>
+
 #include <sdbus-c++/sdbus-c++.h>
 
 #include "broker_proxy.h"
@@ -29,13 +32,22 @@ public:
     ~ManagerProxy() { unregisterProxy(); }
 };
 
-// Serves waiting threads in arrival order.
+// Serves waiting threads in arrival order. Its mutex is held only inside
+// these functions, never while a caller owns the lock.
 class TicketLock {
 public:
     void lock() {
         std::unique_lock<std::mutex> g(m_);
         uint64_t me = next_++;
         cv_.wait(g, [&] { return serving_ == me; });
+    }
+    // Takes the lock only if nobody holds it and nobody is waiting for it,
+    // so that it never jumps the queue.
+    bool try_lock() {
+        std::lock_guard<std::mutex> g(m_);
+        if (next_ != serving_) return false;
+        ++next_;
+        return true;
     }
     void unlock() {
         std::lock_guard<std::mutex> g(m_);
@@ -49,9 +61,9 @@ private:
     uint64_t next_ = 0, serving_ = 0;
 };
 
-struct Link {
-    TicketLock lock;
-    pid_t pid = 0;
+// A bus connection with the broker's Manager proxy on it, made when first
+// needed.
+struct Channel {
     std::unique_ptr<sdbus::IConnection> conn;
     std::unique_ptr<ManagerProxy> proxy;
 
@@ -60,33 +72,86 @@ struct Link {
         conn.reset();
     }
 
-    // In a forked child the parent's connection must not be used or even
-    // closed (sd-bus refuses, and its socket is shared with the parent):
-    // leak it and open a new one.
-    void forget_after_fork() {
-        (void)proxy.release();
-        (void)conn.release();
-    }
-
     void ensure() {
-        if (conn && pid != getpid()) forget_after_fork();
-        if (conn) return;
+        if (conn && proxy) return;
+        drop();
         // DBUS_SYSTEM_BUS_ADDRESS selects a private bus (tests, the demo).
-        conn = sdbus::createSystemBusConnection();
-        pid = getpid();
-        proxy = std::make_unique<ManagerProxy>(*conn);
+        auto c = sdbus::createSystemBusConnection();
+        auto p = std::make_unique<ManagerProxy>(*c);
+        conn = std::move(c);
+        proxy = std::move(p);
     }
 };
 
+// This process's connections to the broker. A forked child leaves its
+// parent's Link alone (see on_fork_child) and makes a fresh one.
+struct Link {
+    TicketLock lock;            // turns on `shared`, in arrival order
+    Channel shared;             // the process's connection; used under `lock`
+    // Private connections of non-blocking calls, idle, for the next one.
+    // The mutex is held only to take or put one, never during a call.
+    std::mutex spares_m;
+    std::vector<std::unique_ptr<Channel>> spares;
+    static constexpr size_t kMaxSpares = 2;
+    Link* abandoned_next = nullptr;  // in a forked child: the list of inherited Links
+
+    std::unique_ptr<Channel> take_spare() {
+        {
+            std::lock_guard<std::mutex> g(spares_m);
+            if (!spares.empty()) {
+                auto ch = std::move(spares.back());
+                spares.pop_back();
+                return ch;
+            }
+        }
+        return std::make_unique<Channel>();
+    }
+
+    void put_spare(std::unique_ptr<Channel> ch) {
+        if (!ch->conn) return;  // dead or never made: nothing worth keeping
+        {
+            std::lock_guard<std::mutex> g(spares_m);
+            if (spares.size() < kMaxSpares) {
+                spares.push_back(std::move(ch));
+                return;
+            }
+        }
+        // Enough kept: closed here, outside the mutex.
+    }
+};
+
+// The current process's Link; null until first use and again in a child
+// right after fork().
+std::atomic<Link*> g_link{nullptr};
+// Links inherited across fork(): never used, closed or destroyed (their
+// sockets belong to the parent too, and their locks may have been held by
+// threads that do not exist in the child), only kept reachable. Touched
+// only by on_fork_child, which runs in a child that has a single thread.
+Link* g_abandoned = nullptr;
+
+// pthread_atfork child handler: no lock, no allocation, no call, so fork()
+// never waits for a call that another thread has in flight (the parent's
+// Link keeps serving it in the parent).
+void on_fork_child() {
+    if (Link* old = g_link.exchange(nullptr, std::memory_order_relaxed)) {
+        old->abandoned_next = g_abandoned;
+        g_abandoned = old;
+    }
+}
+
 Link& link() {
-    // Never destroyed: threads may still call in during exit().
-    static Link* l = [] {
-        auto* p = new Link;
-        // A fork() while another thread holds the lock must not leave the
-        // child waiting forever: hold it across fork, release it on both sides.
-        pthread_atfork([] { link().lock.lock(); }, [] { link().lock.unlock(); }, [] { link().lock.unlock(); });
-        return p;
+    static const bool registered = [] {
+        pthread_atfork(nullptr, nullptr, on_fork_child);
+        return true;
     }();
+    (void)registered;
+    Link* l = g_link.load(std::memory_order_acquire);
+    if (l) return *l;
+    // Never destroyed: threads may still call in during exit().
+    auto* fresh = new Link;
+    if (g_link.compare_exchange_strong(l, fresh, std::memory_order_acq_rel, std::memory_order_acquire))
+        return *fresh;
+    delete fresh;  // another thread made it first
     return *l;
 }
 
@@ -102,32 +167,50 @@ struct CallError {
     std::string message;
 };
 
-// Runs `call` on the process-wide proxy: in arrival order with the other
-// threads, on a connection this process made (a forked child makes its
-// own), made again once if it died with the bus daemon. `timeout_us` bounds
-// the call. nullopt on success.
-std::optional<CallError> call_broker(uint64_t timeout_us, const std::function<void(ManagerProxy&)>& call) {
-    Link& l = link();
-    std::lock_guard<TicketLock> g(l.lock);
+using Call = std::function<void(ManagerProxy&)>;
+
+// Runs `call` on `ch`, bounded by `timeout_us`, making the connection if
+// needed and once more if it died (with the bus daemon). nullopt on success.
+std::optional<CallError> run_on(Channel& ch, uint64_t timeout_us, const Call& call) {
     CallError err;
     for (int attempt = 0; attempt < 2; ++attempt) {
         try {
-            l.ensure();
-            l.conn->setMethodCallTimeout(timeout_us);
-            call(*l.proxy);
+            ch.ensure();
+            ch.conn->setMethodCallTimeout(timeout_us);
+            call(*ch.proxy);
             return std::nullopt;
         } catch (const sdbus::Error& e) {
             err = {e.getName(), e.getMessage()};
             if (attempt == 0 && is_connection_error(e.getName())) {
-                l.drop();
+                ch.drop();
                 continue;
             }
-            if (!l.conn) err.name = kNoBusError;  // cannot reach the bus at all
+            if (!ch.conn) err.name = kNoBusError;  // cannot reach the bus at all
             return err;
         } catch (const std::exception& e) {
             return CallError{"org.freedesktop.DBus.Error.Failed", e.what()};
         }
     }
+    return err;
+}
+
+// Runs `call` on this process's connection, in arrival order with the other
+// threads. With `may_wait` false (a non-blocking request) it never waits
+// for them: when the connection is taken or has threads waiting, the call
+// runs on a private connection. nullopt on success.
+std::optional<CallError> call_broker(uint64_t timeout_us, bool may_wait, const Call& call) {
+    Link& l = link();
+    if (may_wait) {
+        std::lock_guard<TicketLock> g(l.lock);
+        return run_on(l.shared, timeout_us, call);
+    }
+    if (l.lock.try_lock()) {
+        std::lock_guard<TicketLock> g(l.lock, std::adopt_lock);
+        return run_on(l.shared, timeout_us, call);
+    }
+    std::unique_ptr<Channel> ch = l.take_spare();
+    auto err = run_on(*ch, timeout_us, call);
+    l.put_spare(std::move(ch));
     return err;
 }
 
@@ -155,7 +238,7 @@ AssociateOutcome broker_associate(const s5::wire::Endpoint& dst, const s5::wire:
     const uint64_t timeout_us = static_cast<uint64_t>((timeout_ms ? timeout_ms : 10000) + 5000) * 1000u;
 
     std::tuple<sdbus::ObjectPath, sdbus::UnixFd, std::vector<uint8_t>, uint16_t> reply;
-    if (auto err = call_broker(timeout_us, [&](ManagerProxy& p) {
+    if (auto err = call_broker(timeout_us, !nonblocking, [&](ManagerProxy& p) {
             reply = p.Associate(dst.ip_bytes(), dst.port, server_ip, server_port, options);
         }))
         return failed<AssociateOutcome>(std::move(err->name), std::move(err->message));
@@ -178,7 +261,7 @@ AssociateOutcome broker_associate(const s5::wire::Endpoint& dst, const s5::wire:
 
 GetServerOutcome broker_get_server(const s5::wire::Endpoint& dst) {
     std::tuple<std::string, std::vector<uint8_t>, uint16_t> reply;
-    if (auto err = call_broker(10'000'000, [&](ManagerProxy& p) { reply = p.GetServer(dst.ip_bytes(), dst.port); }))
+    if (auto err = call_broker(10'000'000, true, [&](ManagerProxy& p) { reply = p.GetServer(dst.ip_bytes(), dst.port); }))
         return failed<GetServerOutcome>(std::move(err->name), std::move(err->message));
     auto& [name, ip, port] = reply;
     auto server = s5::wire::Endpoint::from_bytes(ip, port);

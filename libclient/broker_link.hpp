@@ -1,7 +1,18 @@
-// libs5client's link to s5brokerd: one D-Bus connection per process, made on
-// first use, reused by every thread in turn (a FIFO ticket lock: a plain
-// mutex let one thread starve the others, design.md §9), re-made after
-// fork() and after the bus daemon went away.
+// libs5client's link to s5brokerd. One D-Bus connection per process, made on
+// first use and shared by every thread in turn (a FIFO ticket lock: a plain
+// mutex let one thread starve the others, design.md §9); re-made after the
+// bus daemon went away.
+//
+// A non-blocking call never waits for the shared connection: if another
+// call is on it (or threads are waiting for it), it runs on a private
+// connection instead (a few idle ones are kept for the next such call), so
+// it costs at most its own round trip to the broker, which answers a
+// non-blocking request at once.
+//
+// fork() never waits for a call in flight: no lock is held across fork.
+// The child forgets (without closing: the sockets are shared with the
+// parent) every connection and lock state it inherited, and makes its own
+// connection on first use.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +39,8 @@ struct AssociateOutcome {
 
 // Associate(dst, server or "route by dst", {timeout_ms, nonblocking}).
 // With `nonblocking` the broker may answer at once with an empty relay: the
-// lease is pending and its fd will carry Ready or Lost.
+// lease is pending and its fd will carry Ready or Lost; and the call does
+// not wait for other threads' calls (see above).
 AssociateOutcome broker_associate(const s5::wire::Endpoint& dst, const s5::wire::Endpoint* server,
                                   uint32_t timeout_ms, bool nonblocking = false);
 

@@ -281,6 +281,23 @@ TEST_F(SendTo, FollowsARenewal) {
     EXPECT_FALSE(receive(relay.get(), nullptr, 50));
 }
 
+TEST_F(SendTo, RenewingLeaseIsEAGAINUntilRenewed) {
+    Fd app = udp(AF_INET);
+    socklen_t dlen;
+    auto dst = sockaddr_of(ep("192.0.2.7", 7), &dlen);
+    char m = 'w';
+    lease.event({LeaseEventType::Renewing, 1, relay_ep, ep("127.0.0.1"), 0, 0});
+    errno = 0;
+    EXPECT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    EXPECT_EQ(socks5_errno, S5_ERENEWING);
+    EXPECT_FALSE(receive(relay.get(), nullptr, 50)) << "sent to the relay that ended";
+    Fd relay2 = udp(AF_INET, "127.0.0.1");
+    lease.event({LeaseEventType::Renewed, 2, local_of(relay2.get()), ep("127.0.0.1"), 0, 0});
+    ASSERT_EQ(socks5udp_sendto(app.get(), &m, 1, 0, sa(dst), dlen, sa(svr), svrlen), 0) << std::strerror(errno);
+    EXPECT_EQ(receive(relay2.get()), cat(header4("192.0.2.7", 7), Bytes{'w'}));
+}
+
 TEST_F(SendTo, LostLeaseIsENOTCONN) {
     lease.event({LeaseEventType::Lost, 0, {}, {}, ENOTCONN, S5_ELOST});
     Fd app = udp(AF_INET);
@@ -588,6 +605,28 @@ TEST(Current, FollowsTheLease) {
     EXPECT_EQ(socks5_errno, S5_ELOST);
 }
 
+TEST(Current, RenewingIsEAGAIN) {
+    const Endpoint r1 = ep("192.0.2.1", 4000), r2 = ep("192.0.2.2", 4001);
+    FakeLease lease(&r1, ep("127.0.0.1"));
+    sockaddr_storage rv{};
+    ASSERT_EQ(socks5udp_current(lease.app.get(), sa(rv), sizeof rv), 0) << std::strerror(errno);
+    lease.event({LeaseEventType::Renewing, 1, r1, ep("127.0.0.1"), 0, 0});
+    pollfd p{lease.app.get(), POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 0), 1);  // readable: the application asks
+    rv = {};
+    errno = 0;
+    EXPECT_EQ(socks5udp_current(lease.app.get(), sa(rv), sizeof rv), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    EXPECT_EQ(socks5_errno, S5_ERENEWING);
+    EXPECT_EQ(rv.ss_family, 0);
+    EXPECT_EQ(::poll(&p, 1, 0), 0);  // consumed: readable again on the outcome
+    lease.event({LeaseEventType::Renewed, 2, r2, ep("127.0.0.1"), 0, 0});
+    EXPECT_EQ(::poll(&p, 1, 0), 1);
+    ASSERT_EQ(socks5udp_current(lease.app.get(), sa(rv), sizeof rv), 0) << std::strerror(errno);
+    EXPECT_EQ(socks5_errno, 0);
+    EXPECT_EQ(*Endpoint::from_sockaddr(sa(rv), sizeof rv), r2);
+}
+
 TEST(Current, NotALeaseIsEINVAL) {
     sockaddr_storage rv{};
     Fd u = udp(AF_INET);
@@ -617,6 +656,21 @@ TEST(AssociateAgain, CompletesAPendingLeaseLikeConnect) {
     EXPECT_EQ(::poll(&p, 1, 0), 0);  // the event was consumed
     EXPECT_EQ(socks5udp_associate(lease.app.get(), sa(dst), sizeof dst, nullptr, 0), -1);
     EXPECT_EQ(errno, EISCONN);
+}
+
+// Ready and then Renewing before the application called again: the
+// association was made and its rendezvous stays valid across the renewal.
+TEST(AssociateAgain, CompletesALeaseThatIsAlreadyRenewing) {
+    FakeLease lease(nullptr);
+    const Endpoint r = ep("192.0.2.1", 4000);
+    lease.event({LeaseEventType::Ready, 1, r, ep("127.0.0.1"), 0, 0});
+    lease.event({LeaseEventType::Renewing, 1, r, ep("127.0.0.1"), 0, 0});
+    sockaddr_storage dst = sockaddr_of(ep("192.0.2.7", 7));
+    ASSERT_EQ(socks5udp_associate(lease.app.get(), sa(dst), sizeof dst, nullptr, 0), 0) << std::strerror(errno);
+    EXPECT_EQ(*Endpoint::from_sockaddr(sa(dst), sizeof dst), r);
+    sockaddr_storage rv{};
+    EXPECT_EQ(socks5udp_current(lease.app.get(), sa(rv), sizeof rv), -1);
+    EXPECT_EQ(socks5_errno, S5_ERENEWING);
 }
 
 TEST(AssociateAgain, ReportsAFailedPendingLease) {

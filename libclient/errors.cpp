@@ -122,6 +122,7 @@ const char* s5_text(int s5err) {
         case S5_ENOSERV: return "No SOCKSv5 server found (none configured or matching, or s5brokerd is not running)";
         case S5_ELOST: return "SOCKSv5 association lost and could not be renewed";
         case S5_EPROTO: return "Malformed reply from SOCKSv5 server";
+        case S5_ERENEWING: return "SOCKSv5 association is being renewed, try again when the lease is readable";
         default: {
             // errno values are accepted too; strerrordesc_np is thread-safe
             // where strerror is not (unknown numbers use a static buffer).

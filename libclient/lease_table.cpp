@@ -211,22 +211,42 @@ void LeaseTable::apply_locked(Lease& l, const LeaseEvent& ev) {
         case LeaseEventType::Renewed:
             if (l.info.state == LeaseState::Lost) return;  // final
             if (ev.relay.ip_len() == 0) return;            // malformed: no relay
-            // Generations only grow; an older or repeated one changes nothing.
-            if (l.info.state == LeaseState::Active && ev.generation <= l.info.generation) return;
-            set_relay_locked(l, ev.relay);
-            {
-                Endpoint source = normalized(ev.source);
-                source.port = 0;
-                if (!(source == l.info.source)) l.info.source_refused = false;
-                l.info.source = source;
-            }
-            l.info.generation = ev.generation;
+            // Generations only grow; an older or repeated one changes nothing
+            // (a renewing lease waits for a generation newer than the ended one).
+            if (l.info.state != LeaseState::Pending && ev.generation <= l.info.generation) return;
+            take_association_locked(l, ev);
             l.info.state = LeaseState::Active;
+            return;
+        case LeaseEventType::Renewing:
+            if (l.info.state == LeaseState::Lost) return;
+            if (l.info.state == LeaseState::Pending || ev.generation > l.info.generation) {
+                // The Ready/Renewed of that generation never came (the broker
+                // sends only the latest state when our end is full): this
+                // record carries its relay and source.
+                if (ev.relay.ip_len() == 0) {
+                    if (l.info.state == LeaseState::Pending) return;  // malformed: nothing to send to
+                    l.info.generation = ev.generation;
+                } else {
+                    take_association_locked(l, ev);
+                }
+            } else if (ev.generation < l.info.generation) {
+                return;  // the end of an association we have already left
+            }
+            l.info.state = LeaseState::Renewing;
             return;
         case LeaseEventType::Lost:
             mark_lost_locked(l, ev.err, ev.s5err);
             return;
     }
+}
+
+void LeaseTable::take_association_locked(Lease& l, const LeaseEvent& ev) {
+    set_relay_locked(l, ev.relay);
+    Endpoint source = normalized(ev.source);
+    source.port = 0;
+    if (!(source == l.info.source)) l.info.source_refused = false;
+    l.info.source = source;
+    l.info.generation = ev.generation;
 }
 
 // Invariant: l.info.relay is set exactly when it is counted in current_.

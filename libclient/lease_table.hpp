@@ -9,7 +9,16 @@
 // latest state:
 //
 //   pending --Ready/Renewed--> active --Renewed (newer generation)--> active
-//   pending/active --Lost, EOF or a socket error--> lost (final)
+//   active --Renewing (this or a newer generation)--> renewing
+//   renewing --Renewed (newer generation)--> active
+//   pending/active/renewing --Lost, EOF or a socket error--> lost (final)
+//
+// While renewing, the relay stays the last one (datagrams from it are still
+// accepted) but the C API refuses to send to it: EAGAIN + S5_ERENEWING.
+// A Renewing whose generation is newer than the table's (the broker
+// replaced an unsent Ready/Renewed with it) also brings that generation's
+// relay and source. Brokers that do not send Renewing go straight from
+// active to active.
 //
 // Entries are added by socks5udp_associate() and removed when a call finds
 // the descriptor closed or reused (and, lazily, by a sweep when the table
@@ -33,14 +42,14 @@
 
 namespace s5::client {
 
-enum class LeaseState { Pending, Active, Lost };
+enum class LeaseState { Pending, Active, Renewing, Lost };
 
 // A copy of one lease's state, safe to use after the lock is released.
 struct LeaseInfo {
     int fd = -1;
     LeaseState state = LeaseState::Pending;
     uint32_t generation = 0;
-    s5::wire::Endpoint relay;       // current relay; unset while pending or once lost
+    s5::wire::Endpoint relay;       // current relay (renewing: the ended one); unset while pending or once lost
     s5::wire::Endpoint source;      // IP to send from (port unused); may be unset
     bool source_refused = false;    // the kernel refused `source` as a local address
     int err = 0;                    // lost: errno to report
@@ -130,6 +139,8 @@ private:
     // Reads and applies queued events, at most `max` of them.
     void drain_locked(Lease& l, int read_fd, size_t max = SIZE_MAX);
     void apply_locked(Lease& l, const s5::wire::LeaseEvent& ev);
+    // The event's relay, source and generation become the lease's.
+    void take_association_locked(Lease& l, const s5::wire::LeaseEvent& ev);
     void set_relay_locked(Lease& l, const s5::wire::Endpoint& relay);
     void clear_current_locked(Lease& l);
     void mark_lost_locked(Lease& l, int err, int s5err);

@@ -2,6 +2,7 @@
 // and the test writes the broker's lease events on the other end.
 #include "lease_table.hpp"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "s5broker/socks5.h"
@@ -61,6 +63,9 @@ LeaseEvent renewed(uint32_t gen, const Endpoint& relay, const Endpoint& source) 
     return {LeaseEventType::Renewed, gen, relay, source, 0, 0};
 }
 LeaseEvent lost(int err, int s5err) { return {LeaseEventType::Lost, 0, {}, {}, err, s5err}; }
+LeaseEvent renewing(uint32_t gen, const Endpoint& relay, const Endpoint& source) {
+    return {LeaseEventType::Renewing, gen, relay, source, 0, 0};
+}
 
 const Endpoint kR1 = ep("192.0.2.1", 40001);
 const Endpoint kR2 = ep("192.0.2.2", 40002);
@@ -162,6 +167,184 @@ TEST(LeaseTable, RenewedMovesTheRelayAndTheOldRendezvousFollows) {
     auto r2 = t.route(kR2);
     ASSERT_TRUE(r2);
     EXPECT_EQ(r2->fd, p.app);
+}
+
+// ---- renewing ----------------------------------------------------------------
+
+TEST(LeaseTable, RenewingUntilRenewed) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    p.send(renewing(1, kR1, kS1));
+    auto r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->state, LeaseState::Renewing);
+    EXPECT_EQ(r->generation, 1u);
+    EXPECT_EQ(r->relay, kR1);  // the ended relay, kept until the next one
+    EXPECT_EQ(r->err, 0);
+    EXPECT_TRUE(t.is_current_relay(kR1));  // its late datagrams still count
+    EXPECT_EQ(t.lookup(p.app)->state, LeaseState::Renewing);
+    // Consumed: nothing wakes poll() until the renewal's outcome.
+    pollfd pfd{p.app, POLLIN, 0};
+    EXPECT_EQ(::poll(&pfd, 1, 0), 0);
+    p.send(renewed(2, kR2, kS2));
+    EXPECT_EQ(::poll(&pfd, 1, 0), 1);
+    r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->state, LeaseState::Active);
+    EXPECT_EQ(r->generation, 2u);
+    EXPECT_EQ(r->relay, kR2);
+    EXPECT_EQ(r->source, kS2);
+    EXPECT_FALSE(t.is_current_relay(kR1));
+}
+
+TEST(LeaseTable, RenewingOfAnOlderGenerationChangesNothing) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    p.send(renewed(3, kR2, kS2));
+    p.send(renewing(2, kR1, kS1));  // the end of an association already left
+    auto r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->state, LeaseState::Active);
+    EXPECT_EQ(r->generation, 3u);
+    EXPECT_EQ(r->relay, kR2);
+}
+
+TEST(LeaseTable, RenewingWaitsForANewerGeneration) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    p.send(renewing(1, kR1, kS1));
+    p.send(renewing(1, kR1, kS1));                 // repeated: still renewing
+    p.send(renewed(1, ep("192.0.2.3", 3), kS1));    // not newer than the ended one
+    auto r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->state, LeaseState::Renewing);
+    EXPECT_EQ(r->relay, kR1);
+    p.send(renewed(2, kR2, kS2));
+    EXPECT_EQ(t.route(kR1)->state, LeaseState::Active);
+}
+
+// The broker keeps only the latest state for an application that does not
+// read: a Renewing may stand in for the Renewed before it.
+TEST(LeaseTable, RenewingOfANewerGenerationBringsItsRelay) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    p.send(renewing(2, kR2, kS2));  // Renewed(2) was replaced by this
+    auto r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->state, LeaseState::Renewing);
+    EXPECT_EQ(r->generation, 2u);
+    EXPECT_EQ(r->relay, kR2);
+    EXPECT_EQ(r->source, kS2);
+    EXPECT_TRUE(t.route(kR2));  // known by that relay too
+    p.send(renewed(3, ep("192.0.2.3", 3), kS1));
+    r = t.route(kR1);
+    EXPECT_EQ(r->state, LeaseState::Active);
+    EXPECT_EQ(r->generation, 3u);
+}
+
+TEST(LeaseTable, PendingThenRenewingIsReadyAndRenewing) {
+    LeaseTable t;
+    Pair p;
+    ASSERT_TRUE(t.add(p.app, p.app, nullptr));
+    p.send(renewing(1, kR1, kS1));  // Ready(1) was replaced by this
+    auto info = t.lookup(p.app);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->state, LeaseState::Renewing);
+    EXPECT_EQ(info->relay, kR1);
+    EXPECT_EQ(info->source, kS1);
+    EXPECT_TRUE(t.route(kR1));
+}
+
+TEST(LeaseTable, PendingIgnoresARenewingWithoutRelay) {
+    LeaseTable t;
+    Pair p;
+    ASSERT_TRUE(t.add(p.app, p.app, nullptr));
+    p.send(renewing(1, {}, {}));
+    EXPECT_EQ(t.lookup(p.app)->state, LeaseState::Pending);
+}
+
+TEST(LeaseTable, RenewingThenLost) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    p.send(renewing(1, kR1, kS1));
+    ASSERT_EQ(t.route(kR1)->state, LeaseState::Renewing);
+    p.send(lost(ENOTCONN, S5_ELOST));
+    auto r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->state, LeaseState::Lost);
+    EXPECT_EQ(r->s5err, S5_ELOST);
+    EXPECT_FALSE(t.is_current_relay(kR1));
+}
+
+// Through the C API, on the process's table: Ready -> Renewing (sendto is
+// refused, nothing sent) -> Renewed (sendto reaches the new relay, still
+// through the first rendezvous).
+TEST(LeaseTable, SendtoRefusesWhileRenewingAndFollowsTheRenewal) {
+    auto bound_udp = [] {
+        int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        EXPECT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+        EXPECT_EQ(::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len), 0);
+        return std::make_pair(s, ep("127.0.0.1", ntohs(a.sin_port)));
+    };
+    auto [relay1, r1] = bound_udp();
+    auto [relay2, r2] = bound_udp();
+    const Endpoint src = ep("127.0.0.1");
+    LeaseTable& t = LeaseTable::global();
+    Pair p;
+    p.send(ready(1, r1, src));
+    ASSERT_TRUE(t.add(p.app, p.app, &r1));
+    int app = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_storage svr{}, dst{};
+    const socklen_t svrlen = static_cast<socklen_t>(r1.to_sockaddr(svr));
+    const socklen_t dstlen = static_cast<socklen_t>(ep("192.0.2.7", 7).to_sockaddr(dst));
+    auto send = [&](char m) {
+        return socks5udp_sendto(app, &m, 1, 0, reinterpret_cast<sockaddr*>(&dst), dstlen,
+                                reinterpret_cast<sockaddr*>(&svr), svrlen);
+    };
+    auto received = [](int fd, int timeout_ms) {
+        pollfd pfd{fd, POLLIN, 0};
+        if (::poll(&pfd, 1, timeout_ms) != 1) return std::string();
+        char buf[64];
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        return n > 10 ? std::string(buf + 10, static_cast<size_t>(n) - 10) : std::string();
+    };
+    ASSERT_EQ(send('a'), 0) << std::strerror(errno);
+    EXPECT_EQ(received(relay1, 2000), "a");
+
+    p.send(renewing(1, r1, src));
+    errno = 0;
+    EXPECT_EQ(send('b'), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    EXPECT_EQ(socks5_errno, S5_ERENEWING);
+    EXPECT_STRNE(socks5_strerror(S5_ERENEWING), socks5_strerror(S5_ELOST));
+    EXPECT_EQ(send('c'), -1);  // and again, until the outcome arrives
+    EXPECT_EQ(socks5_errno, S5_ERENEWING);
+    EXPECT_EQ(received(relay1, 50), "") << "a datagram went to the dead relay";
+
+    p.send(renewed(2, r2, src));
+    ASSERT_EQ(send('d'), 0) << std::strerror(errno);
+    EXPECT_EQ(socks5_errno, 0);
+    EXPECT_EQ(received(relay2, 2000), "d");
+    EXPECT_EQ(received(relay1, 50), "");
+
+    t.remove(p.app);
+    ::close(app);
+    ::close(relay1);
+    ::close(relay2);
 }
 
 TEST(LeaseTable, AllQueuedEventsAreReadTheLatestWins) {

@@ -102,6 +102,10 @@ int check_stream_socket(int s, int type) {
     return 0;
 }
 
+// A lease the broker is renewing: no relay to send to until Renewed (or
+// Lost) arrives, which makes the lease socket readable.
+int fail_renewing() { return fail(EAGAIN, S5_ERENEWING); }
+
 int fail_mapped(const std::string& error_name) {
     if (error_name == s5::client::kNoBusError) return fail(ECONNREFUSED, S5_ENOSERV);
     auto m = s5::err::from_dbus_name(error_name);
@@ -110,14 +114,17 @@ int fail_mapped(const std::string& error_name) {
 
 // A second socks5udp_associate() on a lease socket, as connect(2) after
 // EINPROGRESS: 0 with the relay once Ready arrived, the failure once Lost
-// did, EALREADY while nothing has, EISCONN once it has returned 0.
+// did, EALREADY while nothing has, EISCONN once it has returned 0. A lease
+// that became ready and is already being renewed completes too: its
+// rendezvous stays valid across the renewal.
 int complete_lease(int Socket, const s5::client::LeaseInfo& l, const sockaddr* Dst, size_t DstLen) {
     using s5::client::LeaseState;
     if (l.completed) return fail(EISCONN, 0);
     switch (l.state) {
         case LeaseState::Pending: return fail(EALREADY, 0);
         case LeaseState::Lost: return fail(l.err, l.s5err);
-        case LeaseState::Active: break;
+        case LeaseState::Active:
+        case LeaseState::Renewing: break;
     }
     sockaddr_storage rv{};
     size_t rvlen = l.relay.to_sockaddr(rv);
@@ -268,6 +275,7 @@ S5_EXPORT int socks5udp_sendto(int Socket, void* Message, size_t MsgLen, int Fla
         socklen_t tolen;
         const s5::wire::Endpoint* source = nullptr;
         if (lease) {
+            if (lease->state == s5::client::LeaseState::Renewing) return fail_renewing();
             if (lease->state != s5::client::LeaseState::Active) return fail(lease->err, lease->s5err);  // lost
             tolen = static_cast<socklen_t>(lease->relay.to_sockaddr(to));
             if (lease->source.ip_len() != 0 && !lease->source_refused) source = &lease->source;
@@ -309,6 +317,7 @@ S5_EXPORT int socks5udp_current(int LeaseSocket, struct sockaddr* Rendezvous, si
         if (!l || !Rendezvous) return fail(EINVAL, 0);
         switch (l->state) {
             case LeaseState::Pending: return fail(EINPROGRESS, 0);
+            case LeaseState::Renewing: return fail_renewing();
             case LeaseState::Lost: return fail(l->err, l->s5err);
             case LeaseState::Active: break;
         }

@@ -145,7 +145,8 @@ bool known_event_type(uint8_t t) {
     switch (static_cast<LeaseEventType>(t)) {
         case LeaseEventType::Ready:
         case LeaseEventType::Renewed:
-        case LeaseEventType::Lost: return true;
+        case LeaseEventType::Lost:
+        case LeaseEventType::Renewing: return true;
     }
     return false;
 }

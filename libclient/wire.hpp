@@ -131,12 +131,19 @@ enum class LeaseEventType : uint8_t {
     Ready = 1,      // association (gen 1) is usable
     Renewed = 2,    // moved to a new association; relay/source changed
     Lost = 3,       // gone for good; errno / s5errno say why
+    // The association of `generation` ended (its control connection
+    // dropped) and the broker is looking for another: datagrams sent now
+    // would go to a dead relay. Relay and source are those of the ended
+    // association (so the record stands in for a Ready/Renewed it replaced
+    // when the application's end was full). Renewed or Lost follows.
+    // Brokers before this type never send it; libraries before it skip it.
+    Renewing = 4,
 };
 
 struct LeaseEvent {
     LeaseEventType type = LeaseEventType::Ready;
     uint32_t generation = 0;
-    Endpoint relay;           // where to send datagrams (Ready, Renewed)
+    Endpoint relay;           // where to send datagrams (Ready, Renewed; Renewing: the old one)
     Endpoint source;          // IP the app must send from (port unused)
     int32_t err = 0;          // errno for Lost
     int32_t s5err = 0;        // socks5_errno for Lost

@@ -682,7 +682,7 @@ LeaseEvent sample_event(LeaseEventType type, int family) {
 }
 
 TEST(LeaseEvent, RoundTripEveryTypeAndFamily) {
-    for (auto type : {LeaseEventType::Ready, LeaseEventType::Renewed, LeaseEventType::Lost}) {
+    for (auto type : {LeaseEventType::Ready, LeaseEventType::Renewed, LeaseEventType::Lost, LeaseEventType::Renewing}) {
         for (int family : {AF_INET, AF_INET6}) {
             const LeaseEvent ev = sample_event(type, family);
             const auto rec = encode_lease_event(ev);
@@ -797,8 +797,33 @@ TEST(LeaseEvent, RejectsBadVersion) {
     }
 }
 
+// Renewing (4): the association of the current generation ended; the
+// record carries that generation and the ended relay and source.
+TEST(LeaseEvent, RenewingIsTypeFourWithTheEndedGeneration) {
+    LeaseEvent ev;
+    ev.type = LeaseEventType::Renewing;
+    ev.generation = 7;
+    ev.relay = ip("192.0.2.1", 40001);
+    ev.source = ip("192.0.2.99");
+    const auto rec = encode_lease_event(ev);
+    EXPECT_EQ(rec[5], 4);
+    EXPECT_EQ(rec[8], 0);
+    EXPECT_EQ(rec[11], 7);
+    auto back = decode_lease_event(rec);
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->type, LeaseEventType::Renewing);
+    EXPECT_EQ(*back, ev);
+    // Without endpoints (as a Lost carries none) it decodes too.
+    LeaseEvent bare;
+    bare.type = LeaseEventType::Renewing;
+    bare.generation = 2;
+    auto b = decode_lease_event(encode_lease_event(bare));
+    ASSERT_TRUE(b);
+    EXPECT_EQ(*b, bare);
+}
+
 TEST(LeaseEvent, RejectsUnknownType) {
-    for (uint8_t t : {0, 4, 0x80, 0xFF}) {
+    for (uint8_t t : {0, 5, 6, 0x80, 0xFF}) {
         auto rec = encode_lease_event(sample_event(LeaseEventType::Ready, AF_INET));
         rec[5] = t;
         EXPECT_FALSE(decode_lease_event(rec)) << int{t};

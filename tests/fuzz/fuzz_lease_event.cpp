@@ -11,7 +11,8 @@
 // of reserved byte 6, which the decoder ignores, picks the lease; bits 6/7
 // of reserved byte 7 write the record one byte short / one byte long, which
 // must be skipped). The table's state after lookup()/route() is compared
-// with a small model of lease_table.hpp's documented state machine.
+// with a small model of lease_table.hpp's documented state machine
+// (pending / active / renewing / lost; types 1..4, Renewing = 4).
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -66,7 +67,7 @@ void check_codec(std::span<const uint8_t> in) {
     auto ev = wire::decode_lease_event(in);
     if (!ev) {
         const bool plausible = in.size() == kRec && std::memcmp(in.data(), "S5LE", 4) == 0 && in[4] == 1 &&
-                               in[5] >= 1 && in[5] <= 3 && (in[12] == 0 || in[12] == 4 || in[12] == 6) &&
+                               in[5] >= 1 && in[5] <= 4 && (in[12] == 0 || in[12] == 4 || in[12] == 6) &&
                                (in[31] == 0 || in[31] == 4 || in[31] == 6);
         CHECK(!plausible);  // rejected only for a documented reason
         return;
@@ -85,7 +86,7 @@ void check_encode_first(std::span<const uint8_t> in) {
     if (in.size() < 48) return;
     static const int kFam[4] = {0, AF_INET, AF_INET6, AF_UNIX};
     LeaseEvent ev;
-    ev.type = static_cast<LeaseEventType>(1 + in[0] % 3);
+    ev.type = static_cast<LeaseEventType>(1 + in[0] % 4);
     std::memcpy(&ev.generation, &in[1], 4);
     ev.relay.family = kFam[in[5] & 3];
     std::memcpy(ev.relay.ip.data(), &in[6], 16);  // stale tail bytes too
@@ -189,16 +190,41 @@ struct Model {
         l.err = err;
         l.s5err = s5err;
     }
-    void apply(ModelLease& l, const LeaseEvent& ev) {
-        if (l.state == LeaseState::Lost) return;
-        if (ev.type == LeaseEventType::Lost) return lose(l, ev.err, ev.s5err);
-        if (ev.relay.ip_len() == 0) return;
-        if (l.state == LeaseState::Active && ev.generation <= l.generation) return;
+    void take(ModelLease& l, const LeaseEvent& ev) {
         set_relay(l, ev.relay);
         Endpoint src = norm(ev.source);
         src.port = 0;
         l.source = src;
         l.generation = ev.generation;
+    }
+    void apply(ModelLease& l, const LeaseEvent& ev) {
+        if (l.state == LeaseState::Lost) return;
+        if (ev.type == LeaseEventType::Lost) return lose(l, ev.err, ev.s5err);
+        const bool has_relay = ev.relay.ip_len() != 0;
+        const bool pending = l.state == LeaseState::Pending;
+        if (ev.type == LeaseEventType::Renewing) {
+            // Renewing of the lease's generation: renewing, relay kept. Of
+            // an older one: nothing. Of a newer one, or on a pending lease:
+            // it stands in for the Ready/Renewed it replaced (relay, source
+            // and generation from the record; a pending lease needs a relay).
+            if (!pending && ev.generation < l.generation) return;
+            if (pending || ev.generation > l.generation) {
+                if (has_relay) {
+                    take(l, ev);
+                } else if (pending) {
+                    return;
+                } else {
+                    l.generation = ev.generation;
+                }
+            }
+            l.state = LeaseState::Renewing;
+            return;
+        }
+        // Ready / Renewed: a relay, and a generation newer than the
+        // lease's unless the lease is pending.
+        if (!has_relay) return;
+        if (!pending && ev.generation <= l.generation) return;
+        take(l, ev);
         l.state = LeaseState::Active;
     }
 };

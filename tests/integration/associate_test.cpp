@@ -14,7 +14,9 @@
 
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <sdbus-c++/sdbus-c++.h>
 #include <thread>
 
@@ -41,16 +43,44 @@ struct Env {
     Env() {
         write_file(dir.file("good.pw"), std::string(kTestPassword) + "\n");
         write_file(dir.file("bad.pw"), "not-the-password\n");
-        std::string cfg = R"({"servers": [)" + server_json("plain", "127.0.0.1", plain.port()) + "," +
-                          server_json("plain6", "::1", plain.port()) + "," +
-                          server_json("auth", "127.0.0.1", authd.port(), dir.file("good.pw")) + "," +
-                          server_json("badpw", "::1", authd.port(), dir.file("bad.pw")) + "," +
-                          server_json("closed", "127.0.0.1", closed_port) +
-                          R"(], "routes": [{"destination": "0.0.0.0/0", "servers": ["plain"]},
-                                          {"destination": "::/0", "servers": ["plain6"]}]})";
-        broker = std::make_unique<Broker>(dir, bus, cfg);
+        broker = std::make_unique<Broker>(dir, bus, config());
         if (!broker->start()) throw std::runtime_error("s5brokerd did not become ready:\n" + broker->log());
         client = std::make_unique<BusClient>(bus);
+    }
+
+    // The suite's configuration; a test may add servers and routes (JSON
+    // objects) for a while (see reload).
+    std::string config(const std::vector<std::string>& more_servers = {},
+                       const std::vector<std::string>& more_routes = {}) const {
+        std::string c = R"({"servers": [)";
+        c += server_json("plain", "127.0.0.1", plain.port());
+        c += ",";
+        c += server_json("plain6", "::1", plain.port());
+        c += ",";
+        c += server_json("auth", "127.0.0.1", authd.port(), dir.file("good.pw"));
+        c += ",";
+        c += server_json("badpw", "::1", authd.port(), dir.file("bad.pw"));
+        c += ",";
+        c += server_json("closed", "127.0.0.1", closed_port);
+        for (const auto& m : more_servers) {
+            c += ",";
+            c += m;
+        }
+        c += R"(], "pool": {"min_idle": 2},
+                "routes": [{"destination": "0.0.0.0/0", "servers": ["plain"]},
+                           {"destination": "::/0", "servers": ["plain6"]})";
+        for (const auto& r : more_routes) {
+            c += ",";
+            c += r;
+        }
+        c += "]}";
+        return c;
+    }
+
+    // Replaces the broker's configuration; returns once it is applied.
+    void reload(const std::string& cfg) {
+        write_file(broker->config_path(), cfg);
+        client->manager()->callMethod("Reload").onInterface("org.s5broker.Broker1.Manager");
     }
 };
 
@@ -388,6 +418,184 @@ TEST_F(Associate, FiftyConcurrentAssociationsFromTenThreads) {
     EXPECT_EQ(ok.load(), kThreads * kEach);
     EXPECT_EQ(env->client->lease_count(), static_cast<uint32_t>(kThreads * kEach));
     for (int fd : fds) ::close(fd);
+}
+
+// ---- calls that must not wait for other threads' calls ----------------------
+
+// A SOCKS server that accepts connections and never answers, added to the
+// broker's configuration for the test: a blocking request for it stays in
+// flight until the broker gives up (10 s) or the server leaves the
+// configuration again (then it fails at once).
+class WithASilentServer : public Associate {
+protected:
+    FakeSocksServer silent{{}, FakeSocksServer::After::Silent};
+
+    void SetUp() override {
+        env->reload(env->config({server_json("silent", "127.0.0.1", silent.port())}));
+        // Its pool's min_idle connections, stuck in the greeting.
+        ASSERT_TRUE(eventually([&] { return silent.connections() == 2; })) << silent.connections();
+    }
+    void TearDown() override {
+        finish_blocked();
+        env->reload(env->config());
+        Associate::TearDown();
+    }
+
+    // A blocking socks5udp_associate for the silent server, in its own thread.
+    struct Blocked {
+        std::thread thread;
+        std::atomic<bool> done{false};
+        int rc = 0, err = 0;
+    } blocked;
+    std::mutex m;
+    std::condition_variable cv;  // notified when a call of the test returns
+
+    // Returns once the broker has the request, i.e. the blocking call is in
+    // flight: the request made the pool open one more connection.
+    void start_blocked() {
+        blocked.thread = std::thread([this] {
+            Fd s(tcp_socket());
+            auto svr = sockaddr_of("127.0.0.1", silent.port());
+            auto dst = sockaddr_of("127.0.0.1", env->echo.port());
+            blocked.rc = socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in));
+            blocked.err = errno;
+            std::lock_guard<std::mutex> g(m);
+            blocked.done = true;
+            cv.notify_all();
+        });
+        ASSERT_TRUE(eventually([&] { return silent.connections() >= 3; }))
+            << "the blocking request did not reach the broker";
+    }
+
+    // Ends the blocking call: the silent server leaves the configuration.
+    void finish_blocked() {
+        if (!blocked.thread.joinable()) return;
+        env->reload(env->config());
+        blocked.thread.join();
+        EXPECT_EQ(blocked.rc, -1) << "a request for a silent server succeeded";
+    }
+};
+
+TEST_F(WithASilentServer, NonBlockingCallDoesNotWaitForABlockedOne) {
+    start_blocked();
+    ASSERT_FALSE(blocked.done);
+    std::atomic<bool> nb_done{false};
+    bool blocked_done_first = true;
+    int nb_rc = 0, nb_err = 0;
+    std::thread nb([&] {
+        Fd s(tcp_socket(AF_INET, SOCK_NONBLOCK));
+        auto svr = sockaddr_of("127.0.0.1", env->plain.port());
+        auto dst = sockaddr_of("127.0.0.1", env->echo.port());
+        nb_rc = socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in));
+        nb_err = errno;
+        std::lock_guard<std::mutex> g(m);
+        blocked_done_first = blocked.done;
+        nb_done = true;
+        cv.notify_all();
+    });
+    {
+        // Whichever returns first (the blocking one returns after the
+        // broker's 10 s at the latest).
+        std::unique_lock<std::mutex> g(m);
+        cv.wait_for(g, 60s, [&] { return nb_done || blocked.done; });
+    }
+    EXPECT_TRUE(nb_done) << "the non-blocking call is still waiting behind the blocking one";
+    EXPECT_FALSE(blocked.done) << "the blocking call returned first";
+    nb.join();
+    EXPECT_FALSE(blocked_done_first) << "the non-blocking call returned only after the blocking one";
+    EXPECT_TRUE(nb_rc == 0 || (nb_rc == -1 && nb_err == EINPROGRESS))
+        << "rc " << nb_rc << ": " << std::strerror(nb_err);
+    EXPECT_FALSE(blocked.done) << "the blocking call should still be in flight";
+}
+
+TEST_F(WithASilentServer, ForkDoesNotWaitForACallInFlight) {
+    start_blocked();
+    int to_parent[2], to_child[2];
+    ASSERT_EQ(pipe(to_parent), 0);
+    ASSERT_EQ(pipe(to_child), 0);
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        // The parent's call is in flight on the connection this child
+        // inherited: the child must make an association of its own.
+        ::close(to_child[1]);
+        int s = tcp_socket();
+        auto svr = sockaddr_of("127.0.0.1", env->plain.port());
+        auto dst = sockaddr_of("127.0.0.1", env->echo.port());
+        char ok = socks5udp_associate(s, sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)) == 0 ? 'y' : 'n';
+        (void)!write(to_parent[1], &ok, 1);
+        char wait;
+        (void)!read(to_child[0], &wait, 1);  // EOF once the parent has looked
+        _exit(0);
+    }
+    const bool done_at_fork = blocked.done;
+    ::close(to_parent[1]);
+    ::close(to_child[0]);
+    EXPECT_FALSE(done_at_fork) << "fork() returned only after the call in flight";
+    char ok = 0;
+    pollfd p{to_parent[0], POLLIN, 0};
+    EXPECT_EQ(poll(&p, 1, 20000), 1) << "the child's association did not return";
+    EXPECT_EQ(read(to_parent[0], &ok, 1), 1);
+    EXPECT_EQ(ok, 'y') << "the child could not make its own association";
+    EXPECT_FALSE(blocked.done) << "the parent's call should still be in flight";
+    ::close(to_child[1]);
+    ::close(to_parent[0]);
+    int st = 0;
+    ASSERT_EQ(waitpid(child, &st, 0), child);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+// ---- renewal -------------------------------------------------------------------
+
+// A danted of the test's own, with a route of its own, so that the lease can
+// renew only there: the renewal lasts until that danted is back.
+TEST_F(Associate, SendtoDuringARenewalIsEAGAINUntilRenewed) {
+    Danted d(env->dir);
+    env->reload(env->config({server_json("renew", "127.0.0.1", d.port())},
+                            {R"({"destination": "127.0.0.2/32", "servers": ["renew"]})"}));
+    struct Restore {
+        ~Restore() { env->reload(env->config()); }
+    } restore;
+    Fd s(tcp_socket());
+    auto svr = sockaddr_of("127.0.0.1", d.port());
+    auto rv = sockaddr_of("127.0.0.2", env->echo.port());
+    ASSERT_EQ(socks5udp_associate(s.get(), sa(rv), sizeof rv, sa(svr), sizeof(sockaddr_in)), 0)
+        << std::strerror(errno) << " / " << socks5_strerror(socks5_errno);
+    const auto target = sockaddr_of("127.0.0.1", env->echo.port());
+    ASSERT_EQ(echo_via_library(rv, target, "before"), "before");
+    auto leases = env->client->leases();
+    ASSERT_EQ(leases.size(), 1u);
+    auto lease = env->client->object(leases[0]);
+    const char* iface = "org.s5broker.Broker1.Lease";
+
+    // A crash: the whole process group, or the io-child keeps relaying.
+    d.kill();
+    pollfd p{s.get(), POLLIN, 0};
+    EXPECT_EQ(poll(&p, 1, 10000), 1) << "the lease did not become readable when its association ended";
+    EXPECT_EQ(lease->getProperty("State").onInterface(iface).get<std::string>(), "renewing");
+    Fd u(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    auto t = target;
+    char msg[] = "during";
+    errno = 0;
+    EXPECT_EQ(socks5udp_sendto(u.get(), msg, sizeof msg - 1, 0, sa(t), len_of(t), sa(rv), len_of(rv)), -1)
+        << "a datagram went to the dead relay without a word";
+    EXPECT_EQ(errno, EAGAIN);
+    EXPECT_EQ(socks5_errno, S5_ERENEWING);
+    sockaddr_storage cur{};
+    EXPECT_EQ(socks5udp_current(s.get(), sa(cur), sizeof cur), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    EXPECT_EQ(socks5_errno, S5_ERENEWING);
+    EXPECT_EQ(poll(&p, 1, 0), 0) << "the event was not consumed";
+
+    d.start();
+    ASSERT_EQ(poll(&p, 1, 20000), 1) << "no Renewed after the server came back";
+    ASSERT_EQ(socks5udp_current(s.get(), sa(cur), sizeof cur), 0) << std::strerror(errno);
+    EXPECT_EQ(lease->getProperty("State").onInterface(iface).get<std::string>(), "active");
+    EXPECT_EQ(lease->getProperty("Generation").onInterface(iface).get<uint32_t>(), 2u);
+    auto relay = lease->getProperty("Relay").onInterface(iface).get<sdbus::Struct<std::vector<uint8_t>, uint16_t>>();
+    EXPECT_EQ(ntohs(reinterpret_cast<sockaddr_in*>(&cur)->sin_port), std::get<1>(relay));
+    // The original rendezvous reaches the new relay.
+    EXPECT_EQ(echo_via_library(rv, target, "after"), "after");
 }
 
 TEST_F(Associate, StatisticsCount) {

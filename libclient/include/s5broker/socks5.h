@@ -37,6 +37,7 @@ extern "C" {
 #define S5_ENOSERV       1009  /* No server found (none configured/matching, or no broker) */
 #define S5_ELOST         1010  /* Association lost and could not be renewed (extension) */
 #define S5_EPROTO        1011  /* Malformed reply from the SOCKSv5 server (extension) */
+#define S5_ERENEWING     1012  /* Association being renewed; retry when the lease is readable (extension) */
 
 /* The SOCKS-specific error of the last failed call in this thread. */
 int *socks5_errno_location(void);
@@ -103,7 +104,11 @@ int socks5udp_associate(int Socket, const struct sockaddr *Dst, size_t DstLen,
  * replies; an IP the kernel refuses as not local here is left out). The
  * lease is found by Svr, not by Socket: one Socket may serve several leases.
  * A lost lease fails with ENOTCONN and socks5_errno S5_ELOST (or
- * the error the broker reported). Any other Svr is used as given.
+ * the error the broker reported). While the broker is renewing the lease
+ * (its association ended and no new one is ready yet) the call fails with
+ * EAGAIN and socks5_errno S5_ERENEWING, and nothing is sent: call again
+ * once the lease socket becomes readable (the renewal's outcome arrived).
+ * Any other Svr is used as given.
  * Dst and Svr are not probed for EFAULT.
  * Errors: EBADF, ENOTSOCK, EINVAL (not a UDP socket; NULL or short Dst/Svr),
  * EAFNOSUPPORT (not AF_INET/AF_INET6), EMSGSIZE (header + MsgLen > 65507),
@@ -133,8 +138,10 @@ ssize_t socks5udp_recvfrom(int Socket, void *Buf, size_t Len, int Flags,
  * lease's news; for applications that frame datagrams themselves: call it
  * when LeaseSocket becomes readable. Returns 0, or -1 with errno: EINVAL
  * (not a lease of this process, NULL Rendezvous, or Len too small for the
- * relay's address), EINPROGRESS (still pending), ENOTCONN with socks5_errno
- * S5_ELOST (lost; or the failure the broker reported). */
+ * relay's address), EINPROGRESS (still pending), EAGAIN with socks5_errno
+ * S5_ERENEWING (being renewed: no usable relay until LeaseSocket becomes
+ * readable again), ENOTCONN with socks5_errno S5_ELOST (lost; or the
+ * failure the broker reported). */
 int socks5udp_current(int LeaseSocket, struct sockaddr *Rendezvous, size_t Len);
 
 /* The SOCKSv5 server the broker would use for Dst, as on AIX. Returns a
