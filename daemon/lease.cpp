@@ -68,7 +68,8 @@ Lease::Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, s5::wir
 Lease::~Lease() = default;
 
 // Events are never dropped. Each carries the whole state (generation and
-// relay, or the loss), and the library treats Ready and Renewed alike, so
+// relay, or the loss; Renewing carries the generation that ended), and the
+// library follows the newest generation whatever the type, so
 // when the application does not read and its end is full, the latest event
 // replaces the one still waiting here and goes out as soon as there is room
 // (EPOLLOUT); a Lost is final and is never replaced.

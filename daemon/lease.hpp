@@ -63,7 +63,8 @@ public:
     // Whether the application has closed its end (all its copies), seen
     // now, before the loop gets to the EOF event.
     bool app_closed() const;
-    // Active -> Renewing: the association is gone; returns it for disposal.
+    // Active -> Renewing: the association is gone; tells the application
+    // (a Renewing event) and returns the association for disposal.
     std::unique_ptr<Association> detach_for_renewal();
     // Any -> Lost (final): tell the application why. Returns the
     // association, if any, for disposal.

@@ -24,7 +24,7 @@ std::vector<Code> all_codes() {
 
 const int kS5Codes[] = {S5_ESRVFAIL,    S5_EPERM,     S5_ENETUNREACH,  S5_EHOSTUNREACH,
                         S5_ECONNREFUSED, S5_ETIMEDOUT, S5_EOPNOTSUPP,   S5_EAFNOSUPPORT,
-                        S5_ENOSERV,      S5_ELOST,     S5_EPROTO};
+                        S5_ENOSERV,      S5_ELOST,     S5_EPROTO,       S5_ERENEWING};
 
 struct RepCase {
     unsigned rep;

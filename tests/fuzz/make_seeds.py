@@ -121,7 +121,7 @@ def lease_event():
     write(t, "ready-no-relay", rec(1, 1, rfam=0, rip=b""))
     write(t, "bad-magic", rec(1, 1, magic=b"S5LF"))
     write(t, "bad-version", rec(1, 1, version=2))
-    write(t, "bad-type", rec(4, 1))
+    write(t, "bad-type", rec(5, 1))   # 4 is Renewing
     write(t, "bad-family", rec(1, 1, rfam=5))
     write(t, "short", rec(1, 1)[:63])
     write(t, "stale-tail-bytes", rec(1, 1)[:19] + b"\xAA" * 12 + rec(1, 1)[31:])
