@@ -254,13 +254,7 @@ std::string ip_text(const wire::Endpoint& ip) {
 
 unsigned max_prefix_length(const wire::Endpoint& ip) { return static_cast<unsigned>(ip.ip_len() * 8); }
 
-bool same_leading_bits(const std::array<uint8_t, 16>& a, const std::array<uint8_t, 16>& b, unsigned bits) {
-    const unsigned whole = bits / 8;
-    if (std::memcmp(a.data(), b.data(), whole) != 0) return false;
-    if (bits % 8 == 0) return true;
-    const auto mask = static_cast<uint8_t>(0xFF << (8 - bits % 8));
-    return (a[whole] & mask) == (b[whole] & mask);
-}
+using wire::same_leading_bits;
 
 wire::Endpoint with_host_bits_cleared(wire::Endpoint ip, unsigned length) {
     const unsigned total = max_prefix_length(ip);
@@ -648,25 +642,13 @@ const Server* Config::find_server(const wire::Endpoint& ep) const {
     return it == servers.end() ? nullptr : &*it;
 }
 
-namespace {
-// ::ffff:a.b.c.d as a.b.c.d; anything else unchanged.
-wire::Endpoint unmapped(const wire::Endpoint& ip) {
-    static constexpr std::array<uint8_t, 12> kMapped{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (ip.family != AF_INET6 || !std::equal(kMapped.begin(), kMapped.end(), ip.ip.begin())) return ip;
-    wire::Endpoint v4;
-    v4.family = AF_INET;
-    std::copy(ip.ip.begin() + 12, ip.ip.end(), v4.ip.begin());
-    v4.port = ip.port;
-    return v4;
-}
-}  // namespace
 
 // An IPv4-mapped IPv6 destination (an AF_INET6 socket sending to an IPv4
 // host) is IPv4 traffic and takes the IPv4 routes: otherwise writing
 // 10.1.2.3 as ::ffff:10.1.2.3 would step around the operator's route for
 // 10.0.0.0/8.
 const Route* Config::route_for(const wire::Endpoint& destination) const {
-    const wire::Endpoint dst = unmapped(destination);
+    const wire::Endpoint dst = destination.unmapped();
     const Route* best = nullptr;
     for (const Route& r : routes) {
         if (r.destination.contains(dst) && (!best || r.destination.length > best->destination.length)) best = &r;

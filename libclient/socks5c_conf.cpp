@@ -59,20 +59,6 @@ std::string prefix_text(const wire::Endpoint& network, unsigned length) {
 
 unsigned max_length(const wire::Endpoint& ip) { return static_cast<unsigned>(ip.ip_len() * 8); }
 
-bool is_mapped(const wire::Endpoint& ip) {
-    static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    return ip.family == AF_INET6 && std::memcmp(ip.ip.data(), kPrefix, sizeof kPrefix) == 0;
-}
-
-// ::ffff:a.b.c.d as a.b.c.d; anything else unchanged.
-wire::Endpoint unmapped(const wire::Endpoint& ip) {
-    if (!is_mapped(ip)) return ip;
-    wire::Endpoint v4;
-    v4.family = AF_INET;
-    std::memcpy(v4.ip.data(), ip.ip.data() + 12, 4);
-    v4.port = ip.port;
-    return v4;
-}
 
 wire::Endpoint masked(wire::Endpoint ip, unsigned length) {
     const unsigned total = max_length(ip);
@@ -80,13 +66,7 @@ wire::Endpoint masked(wire::Endpoint ip, unsigned length) {
     return ip;
 }
 
-bool same_leading_bits(const std::array<uint8_t, 16>& a, const std::array<uint8_t, 16>& b, unsigned bits) {
-    const unsigned whole = bits / 8;
-    if (std::memcmp(a.data(), b.data(), whole) != 0) return false;
-    if (bits % 8 == 0) return true;
-    const auto mask = static_cast<uint8_t>(0xFF << (8 - bits % 8));
-    return (a[whole] & mask) == (b[whole] & mask);
-}
+using wire::same_leading_bits;
 
 // Up to 65535 from plain decimal digits; nullopt otherwise (also for huge
 // digit strings, which must not overflow).
@@ -150,7 +130,7 @@ struct Parser {
             fail(cat({"server address ", ip_text(*ip), " is unspecified"}));
             return std::nullopt;
         }
-        return unmapped(*ip);
+        return ip->unmapped();
     }
 
     std::optional<Target> target(std::string_view text) {
@@ -247,8 +227,8 @@ struct Parser {
             length = static_cast<unsigned>(*v);
         }
         wire::Endpoint network = masked(*ip, length);
-        if (is_mapped(network) && length >= 96) {
-            network = unmapped(network);
+        if (network.is_v4_mapped() && length >= 96) {
+            network = network.unmapped();
             length -= 96;
         }
         network.port = 0;
@@ -333,7 +313,7 @@ bool AddressRecord::contains(const wire::Endpoint& ip) const {
 Route Socks5cConf::match(const wire::Endpoint& dst_in, const ResolveFn& resolve) const {
     Route route;  // the implied 0.0.0.0/0 NONE and ::/0 NONE
     if (dst_in.family != AF_INET && dst_in.family != AF_INET6) return route;
-    const wire::Endpoint dst = unmapped(dst_in);
+    const wire::Endpoint dst = dst_in.unmapped();
 
     if (!fragments_.empty() && resolve) {
         if (std::optional<std::string> name = resolve(dst); name && !name->empty()) {

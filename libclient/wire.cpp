@@ -174,6 +174,28 @@ bool Endpoint::is_unspecified() const {
                                    [](uint8_t b) { return b == 0; });
 }
 
+bool Endpoint::is_v4_mapped() const {
+    static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    return family == AF_INET6 && std::memcmp(ip.data(), kPrefix, sizeof kPrefix) == 0;
+}
+
+Endpoint Endpoint::unmapped() const {
+    if (!is_v4_mapped()) return *this;
+    Endpoint v4;
+    v4.family = AF_INET;
+    std::memcpy(v4.ip.data(), ip.data() + 12, 4);
+    v4.port = port;
+    return v4;
+}
+
+bool same_leading_bits(const std::array<uint8_t, 16>& a, const std::array<uint8_t, 16>& b, unsigned bits) {
+    const unsigned whole = bits / 8;
+    if (std::memcmp(a.data(), b.data(), whole) != 0) return false;
+    if (bits % 8 == 0) return true;
+    const auto mask = static_cast<uint8_t>(0xFF << (8 - bits % 8));
+    return (a[whole] & mask) == (b[whole] & mask);
+}
+
 std::string Endpoint::to_string() const {
     char text[INET6_ADDRSTRLEN];
     if (ip_len() == 0 || !inet_ntop(family, ip.data(), text, sizeof text)) return "(unset)";

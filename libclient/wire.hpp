@@ -38,6 +38,8 @@ struct Endpoint {
     size_t ip_len() const;              // 4, 16, or 0 when unset
     std::vector<uint8_t> ip_bytes() const;
     bool is_unspecified() const;        // 0.0.0.0 or ::
+    bool is_v4_mapped() const;          // ::ffff:a.b.c.d
+    Endpoint unmapped() const;          // ::ffff:a.b.c.d as a.b.c.d; anything else as is
     std::string to_string() const;      // "1.2.3.4:80", "[::1]:80"
     bool operator==(const Endpoint&) const = default;
 
@@ -51,6 +53,10 @@ struct Endpoint {
     // Writes a sockaddr_in/sockaddr_in6; returns its length.
     size_t to_sockaddr(sockaddr_storage& out) const;
 };
+
+// Whether the first `bits` bits of two addresses agree (prefix matching of
+// routes and socks5c.conf records).
+bool same_leading_bits(const std::array<uint8_t, 16>& a, const std::array<uint8_t, 16>& b, unsigned bits);
 
 // ---- Client -> server -----------------------------------------------------
 
