@@ -460,15 +460,21 @@ bool Broker::start(std::chrono::milliseconds timeout) {
     std::snprintf(un.sun_path, sizeof un.sun_path, "%s", notify_.c_str());
     ::unlink(notify_.c_str());
     if (ns < 0 || ::bind(ns, reinterpret_cast<sockaddr*>(&un), sizeof un) < 0) die("bind notify socket");
+    std::string binary = S5BROKERD_PATH;
     if (hardened_uid_ != 0) {
         // The service user reads its own config and may write to the
-        // notify socket.
+        // notify socket. It may not be able to reach the build tree (a
+        // clone in a 0700 directory): it runs a copy from the test's dir.
         if (::chown(config_.c_str(), hardened_uid_, hardened_gid_) != 0) die("chown config");
         if (::chmod(notify_.c_str(), 0777) != 0) die("chmod notify socket");
+        binary = dir_.file("s5brokerd");
+        std::error_code ec;
+        std::filesystem::copy_file(S5BROKERD_PATH, binary, std::filesystem::copy_options::overwrite_existing, ec);
+        if (ec || ::chmod(binary.c_str(), 0755) != 0) die("copy s5brokerd");
     }
     proc_ = std::make_unique<Process>(
-        Process::Options{debug_ ? std::vector<std::string>{S5BROKERD_PATH, "--config", config_, "--debug"}
-                                : std::vector<std::string>{S5BROKERD_PATH, "--config", config_},
+        Process::Options{debug_ ? std::vector<std::string>{binary, "--config", config_, "--debug"}
+                                : std::vector<std::string>{binary, "--config", config_},
                          {"DBUS_SYSTEM_BUS_ADDRESS=" + bus_.address(), "NOTIFY_SOCKET=" + notify_},
                          log_,
                          false,
