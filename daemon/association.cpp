@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -22,9 +23,13 @@ namespace wire = s5::wire;
 
 namespace {
 
-uint64_t next_association_id() {
-    static uint64_t id = 0;
-    return ++id;
+// Ids go on from the highest an earlier broker used (restored ones), so
+// that the names in the fd store stay unique.
+uint64_t last_association_id = 0;
+uint64_t next_association_id() { return ++last_association_id; }
+
+uint64_t usec(Clock::time_point t) {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count());
 }
 
 std::string errno_text(int e) { return std::strerror(e); }
@@ -73,8 +78,56 @@ Association::Association(EventLoop& loop, const s5::config::Server& server, cons
     start_connect();
 }
 
+Association::Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
+                         const state::AssociationRecord& rec, UniqueFd fd, DurableState* durable, Callbacks cb)
+    : loop_(loop),
+      server_(server.endpoint),
+      relay_override_(server.relay_address_override),
+      server_name_(server.name),
+      keepalive_(keepalive),
+      pipelined_(server.pipelining),
+      cb_(std::move(cb)),
+      id_(rec.id),
+      state_(State::Ready),
+      fd_(std::move(fd)),
+      deadline_(loop, [this] { on_deadline(); }),
+      relay_(rec.relay),
+      source_(rec.source),
+      ready_since_(Clock::time_point(std::chrono::microseconds(rec.ready_since_usec))),
+      durable_(durable) {
+    last_association_id = std::max(last_association_id, rec.id);
+    // Its start is CLOCK_MONOTONIC, shared by every process of this boot;
+    // one from the future would never be recycled.
+    if (ready_since_ > loop.now()) ready_since_ = loop.now();
+    watch_ = IoWatch(loop_, fd_.get(), EPOLLIN | EPOLLRDHUP, [this](uint32_t ev) { on_io(ev); });
+    if (durable_) durable_->put(slot_, state::encode(record()));
+}
+
 Association::~Association() {
     if (creds_) explicit_bzero(creds_->password.data(), creds_->password.size());
+    forget_durable();
+}
+
+state::AssociationRecord Association::record() const {
+    return {id_, server_name_, server_, relay_, source_, usec(ready_since_)};
+}
+
+void Association::make_durable(DurableState& d) {
+    if (durable_ || state_ != State::Ready || !fd_) return;
+    // The descriptor first, then the record that names it: a crash in
+    // between leaves an fd without a record, which the next broker closes.
+    if (!d.keep_fd(state::fd_name_association(id_), fd_.get())) return;
+    durable_ = &d;
+    durable_->put(slot_, state::encode(record()));
+}
+
+void Association::forget_durable() {
+    if (!durable_) return;
+    if (!durable_->frozen()) {
+        durable_->erase(slot_);
+        durable_->drop_fd(state::fd_name_association(id_));
+    }
+    durable_ = nullptr;
 }
 
 void Association::start_connect() {
@@ -316,6 +369,7 @@ bool Association::alive() const {
 void Association::close_ready(int err, const std::string& why) {
     state_ = State::Closed;
     close_error_ = err;
+    forget_durable();
     watch_.reset();
     fd_.reset();
     auto cb = cb_.closed;  // may destroy this object

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "config.hpp"
+#include "durable_state.hpp"
 #include "errors.hpp"
 #include "event_loop.hpp"
 #include "handshake.hpp"
@@ -38,6 +39,11 @@ public:
     // from inside the constructor, and may destroy this object.
     Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
                 std::chrono::milliseconds setup_timeout, Callbacks cb);
+    // A ready association an earlier broker made, from its record and its
+    // control connection as the fd store kept it (already stored). Check
+    // alive() before trusting it.
+    Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
+                const state::AssociationRecord& rec, UniqueFd fd, DurableState* durable, Callbacks cb);
     ~Association();
     Association(const Association&) = delete;
     Association& operator=(const Association&) = delete;
@@ -63,6 +69,10 @@ public:
     // A ready association whose server has not (as far as the kernel
     // knows) closed or reset it. Cheap: one non-blocking peek.
     bool alive() const;
+    // Ready: the control connection goes into systemd's fd store and the
+    // association's record into the state memfd, until it ends.
+    void make_durable(DurableState& d);
+    state::AssociationRecord record() const;
 
 private:
     void start_connect();
@@ -74,6 +84,7 @@ private:
     void fail(s5::err::Code code, const std::string& text);
     void close_ready(int err, const std::string& why);
     void finish_ready();
+    void forget_durable();   // before the control connection closes
 
     EventLoop& loop_;
     s5::wire::Endpoint server_;
@@ -99,6 +110,8 @@ private:
     int close_error_ = 0;
     size_t unexpected_ = 0;                      // bytes after the reply
     static constexpr size_t kMaxUnexpected = 4096;
+    DurableState* durable_ = nullptr;
+    uint32_t slot_ = 0;
 };
 
 }  // namespace s5d

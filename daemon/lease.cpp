@@ -29,7 +29,7 @@ const char* to_string(LeaseState s) {
 std::string lease_path(uint64_t id) { return "/org/s5broker/Broker1/lease/" + std::to_string(id); }
 
 Lease::Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, s5::wire::Endpoint dst,
-             std::unique_ptr<Association> assoc, std::function<void(Lease&)> on_eof)
+             std::unique_ptr<Association> assoc, std::function<void(Lease&)> on_eof, DurableState* durable)
     : loop_(loop),
       id_(id),
       path_(lease_path(id)),
@@ -56,16 +56,110 @@ Lease::Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, s5::wir
     int fl = fcntl(broker_end_.get(), F_GETFL);
     if (fl < 0 || fcntl(broker_end_.get(), F_SETFL, fl | O_NONBLOCK) < 0)
         throw std::system_error(errno, std::generic_category(), "fcntl");
+    watch_broker_end();
+    // Into the store before anyone sees the lease; the record follows
+    // (attach, or below), so a crash in between leaves an fd without a
+    // record, which the next broker closes.
+    if (durable && durable->keep_fd(state::fd_name_lease(id_), broker_end_.get())) durable_ = durable;
+    if (assoc)
+        attach(std::move(assoc));
+    else
+        save();
+}
+
+Lease::Lease(EventLoop& loop, const state::LeaseRecord& rec, UniqueFd broker_end, std::unique_ptr<Association> assoc,
+             std::function<void(Lease&)> on_eof, DurableState* durable)
+    : loop_(loop),
+      id_(rec.id),
+      path_(lease_path(rec.id)),
+      uid_(static_cast<uid_t>(rec.uid)),
+      owner_(rec.owner),
+      dst_(rec.dst),
+      server_name_(rec.server),
+      assoc_(std::move(assoc)),
+      generation_(rec.generation),
+      state_(static_cast<LeaseState>(rec.state)),
+      relay_(rec.relay),
+      source_(rec.source),
+      created_(loop.now()),
+      created_realtime_usec_(rec.created_realtime_usec),
+      last_error_(rec.last_error),
+      broker_end_(std::move(broker_end)),
+      on_eof_(std::move(on_eof)),
+      lost_err_(rec.err),
+      lost_s5err_(rec.s5err),
+      durable_(durable) {
+    static_assert(static_cast<int>(LeaseState::Lost) == static_cast<int>(state::LeaseState::Lost));
+    int fl = fcntl(broker_end_.get(), F_GETFL);
+    if (fl >= 0) fcntl(broker_end_.get(), F_SETFL, fl | O_NONBLOCK);
+    watch_broker_end();
+    save();
+}
+
+void Lease::watch_broker_end() {
     // Edge-triggered: sd-event dispatches one source per iteration and
     // re-polls, so thousands of lease ends closing at once (a client with
     // many leases exits) would each be returned by every epoll_wait until
     // handled: quadratic. on_broker_end() drains to EAGAIN, as ET needs.
-    watch_ = IoWatch(loop, broker_end_.get(), EPOLLIN | EPOLLRDHUP | EPOLLET,
+    watch_ = IoWatch(loop_, broker_end_.get(), EPOLLIN | EPOLLRDHUP | EPOLLET,
                      [this](uint32_t ev) { on_broker_end(ev); });
-    if (assoc) attach(std::move(assoc));
 }
 
-Lease::~Lease() = default;
+Lease::~Lease() {
+    // Out of the store first: the store's copy would keep the pair open,
+    // and the application would never see its lease end.
+    if (durable_ && !durable_->frozen()) {
+        durable_->erase(slot_);
+        durable_->drop_fd(state::fd_name_lease(id_));
+    }
+}
+
+state::LeaseRecord Lease::record() const {
+    state::LeaseRecord r;
+    r.id = id_;
+    r.uid = static_cast<uint32_t>(uid_);
+    r.owner = owner_;
+    r.dst = dst_;
+    r.server = server_name_;
+    r.generation = generation_;
+    r.state = static_cast<state::LeaseState>(state_);
+    r.relay = relay_;
+    r.source = source_;
+    r.created_realtime_usec = created_realtime_usec_;
+    r.last_error = last_error_;
+    r.err = lost_err_;
+    r.s5err = lost_s5err_;
+    r.association = assoc_ ? assoc_->id() : 0;
+    return r;
+}
+
+void Lease::save() {
+    if (durable_) durable_->put(slot_, state::encode(record()));
+}
+
+void Lease::resend_state() {
+    s5::wire::LeaseEvent ev;
+    ev.generation = generation_;
+    switch (state_) {
+        case LeaseState::Pending: return;   // nothing was ever sent
+        case LeaseState::Active:
+            ev.type = generation_ > 1 ? s5::wire::LeaseEventType::Renewed : s5::wire::LeaseEventType::Ready;
+            ev.relay = relay_;
+            ev.source = source_;
+            break;
+        case LeaseState::Renewing:
+            ev.type = s5::wire::LeaseEventType::Renewing;
+            ev.relay = relay_;
+            ev.source = source_;
+            break;
+        case LeaseState::Lost:
+            ev.type = s5::wire::LeaseEventType::Lost;
+            ev.err = lost_err_;
+            ev.s5err = lost_s5err_;
+            break;
+    }
+    send_event(ev);
+}
 
 // Events are never dropped. Each carries the whole state (generation and
 // relay, or the loss; Renewing carries the generation that ended), and the
@@ -109,6 +203,7 @@ void Lease::attach(std::unique_ptr<Association> assoc) {
     ++generation_;
     state_ = LeaseState::Active;
     last_error_.clear();
+    save();
     s5::wire::LeaseEvent ev;
     ev.type = renewal ? s5::wire::LeaseEventType::Renewed : s5::wire::LeaseEventType::Ready;
     ev.generation = generation_;
@@ -119,6 +214,8 @@ void Lease::attach(std::unique_ptr<Association> assoc) {
 
 std::unique_ptr<Association> Lease::detach_for_renewal() {
     state_ = LeaseState::Renewing;
+    auto gone = std::move(assoc_);
+    save();
     // Tell the application at once: until Renewed, its datagrams would go
     // to a dead relay. The record names the generation that ended with its
     // relay and source, so that if it replaces an unsent Ready/Renewed
@@ -130,19 +227,23 @@ std::unique_ptr<Association> Lease::detach_for_renewal() {
     ev.relay = relay_;
     ev.source = source_;
     send_event(ev);
-    return std::move(assoc_);
+    return gone;
 }
 
 std::unique_ptr<Association> Lease::mark_lost(int err, int s5err, const std::string& why) {
     state_ = LeaseState::Lost;
     last_error_ = why;
+    lost_err_ = err;
+    lost_s5err_ = s5err;
+    auto gone = std::move(assoc_);
+    save();
     s5::wire::LeaseEvent ev;
     ev.type = s5::wire::LeaseEventType::Lost;
     ev.generation = generation_;
     ev.err = err;
     ev.s5err = s5err;
     send_event(ev);
-    return std::move(assoc_);
+    return gone;
 }
 
 bool Lease::app_closed() const { return peer_closed(broker_end_.get()); }

@@ -17,7 +17,9 @@
 #include <string>
 
 #include "association.hpp"
+#include "durable_state.hpp"
 #include "event_loop.hpp"
+#include "state_codec.hpp"
 #include "wire.hpp"
 
 namespace s5d {
@@ -32,8 +34,16 @@ public:
     // Creates the socketpair; throws std::system_error when out of fds.
     // `on_eof` runs from the loop when the application's end is closed.
     // Without an association the lease starts Pending.
+    // `durable` (may be null): the broker's end goes into systemd's fd
+    // store and the lease's record into the state memfd.
     Lease(EventLoop& loop, uint64_t id, uid_t uid, std::string owner, s5::wire::Endpoint dst,
-          std::unique_ptr<Association> assoc, std::function<void(Lease&)> on_eof);
+          std::unique_ptr<Association> assoc, std::function<void(Lease&)> on_eof, DurableState* durable = nullptr);
+    // A lease an earlier broker granted, from its record and its end as
+    // the fd store kept it (already stored). State, generation, relay and
+    // source are the record's; `assoc` is its association if that is still
+    // alive. An Active lease without one must be detach_for_renewal()ed.
+    Lease(EventLoop& loop, const state::LeaseRecord& rec, UniqueFd broker_end, std::unique_ptr<Association> assoc,
+          std::function<void(Lease&)> on_eof, DurableState* durable);
     ~Lease();
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
@@ -70,13 +80,25 @@ public:
     // association, if any, for disposal.
     std::unique_ptr<Association> mark_lost(int err, int s5err, const std::string& why);
     // On release: the association, if any, for disposal.
-    std::unique_ptr<Association> take_association() { return std::move(assoc_); }
+    std::unique_ptr<Association> take_association() {
+        auto a = std::move(assoc_);
+        save();
+        return a;
+    }
+    // After a restore: tells the application the current state again, in
+    // case the old broker died with that event unsent (the library ignores
+    // a generation it has already seen).
+    void resend_state();
+    state::LeaseRecord record() const;
 
 private:
     void on_broker_end(uint32_t revents);
     void send_event(const s5::wire::LeaseEvent& ev);
     bool try_send(const s5::wire::LeaseEvent& ev);   // false: no room now
     void flush_unsent();
+    void watch_broker_end();
+    void save();   // the record, before the event that tells of the change
+
 
     static constexpr unsigned kMaxReadsPerWakeup = 16;
     EventLoop& loop_;
@@ -98,6 +120,9 @@ private:
     std::optional<s5::wire::LeaseEvent> unsent_;     // the latest event, waiting for room
     std::unique_ptr<Timer> more_;                    // reads past kMaxReadsPerWakeup, made when needed
     std::function<void(Lease&)> on_eof_;
+    int lost_err_ = 0, lost_s5err_ = 0;              // of the Lost event
+    DurableState* durable_ = nullptr;                // null: not durable
+    uint32_t slot_ = 0;                              // its record's slot in the state memfd
 };
 
 std::string lease_path(uint64_t id);

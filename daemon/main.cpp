@@ -19,6 +19,7 @@
 #include "bus.hpp"
 #include "config.hpp"
 #include "config_loader.hpp"
+#include "durable_state.hpp"
 #include "event_loop.hpp"
 #include "log.hpp"
 #include "log_control.hpp"
@@ -137,7 +138,41 @@ std::unique_ptr<BusSession> open_session(const Options& opts, s5d::Manager& mana
     return s;
 }
 
+// What an earlier broker left in systemd's fd store becomes this broker's
+// leases and associations, then this broker's own state memfd takes over
+// (docs/design.md §12). Returns null when not under systemd.
+std::unique_ptr<s5d::DurableState> restore_or_start_clean(s5d::Manager& manager, s5d::StoredFds stored) {
+    s5d::PreviousState prev = s5d::take_previous_state(stored);
+    const uint64_t epoch = prev.epoch ? *prev.epoch + 1 : 1;
+    auto durable = s5d::DurableState::create(epoch, [&manager, epoch] { return manager.state_header(epoch); });
+    const auto drop = [&](const std::string& name) {
+        if (durable) durable->drop_fd(name);
+    };
+    for (const auto& name : stored.unnamed) log_warning("stored descriptor \"%s\" is not one of ours; closing it", name.c_str());
+    for (const auto& name : prev.unused) drop(name);
+    manager.set_durable(durable.get());
+    if (!prev.image) {
+        if (!stored.by_name.empty()) {
+            // One line, and a clean start: without the state nobody knows
+            // whose these are. The applications see their leases end.
+            log_error("previous state not usable (%s): starting clean, releasing %zu stored descriptor(s)",
+                      prev.why.c_str(), stored.by_name.size());
+            for (const auto& [name, fd] : stored.by_name) drop(name);
+        }
+    } else {
+        auto r = manager.restore(*prev.image, stored);
+        log_notice("restored %zu lease(s) (%zu renewing) and %zu idle association(s) from state %llu; "
+                   "while the broker was down %zu lease(s) were released, %zu ended, %zu connection(s) closed",
+                   r.leases, r.renewing, r.idle, static_cast<unsigned long long>(*prev.epoch), r.released,
+                   r.forgotten, r.closed);
+    }
+    if (durable) durable->commit(prev.epoch);
+    return durable;
+}
+
 int run(const Options& opts) {
+    // First: LISTEN_FDS is for this process only.
+    s5d::StoredFds stored = s5d::take_stored_fds();
     const char* creds = std::getenv("CREDENTIALS_DIRECTORY");
     s5d::EventLoop loop;
     s5d::Manager* manager_p = nullptr;
@@ -176,9 +211,20 @@ int run(const Options& opts) {
     signal(SIGPIPE, SIG_IGN);
     loop.enable_watchdog();
 
+    std::unique_ptr<s5d::DurableState> durable;   // outlives the manager
     s5d::Manager manager(loop, std::move(*loaded.config.value));
     manager_p = &manager;
     manager.set_next_lease_id(first_lease_id());
+    durable = restore_or_start_clean(manager, std::move(stored));
+    // However run() ends (signal, exception), what the manager closes on
+    // its way out stays in the store: `systemctl restart` keeps every
+    // lease, `systemctl stop` empties the store.
+    struct Freeze {
+        s5d::DurableState* d;
+        ~Freeze() {
+            if (d) d->freeze();
+        }
+    } freeze{durable.get()};
     allowed_gids = std::move(loaded.allowed_gids);
     const auto reloader = [&](s5d::ConfigLoader::Done done) { loader.load(std::move(done)); };
 

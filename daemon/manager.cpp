@@ -48,7 +48,18 @@ void Manager::add_pool(const s5::config::Server& s) {
             if (std::find(starved_.begin(), starved_.end(), p.name()) == starved_.end()) starved_.push_back(p.name());
         },
     };
-    pools_.emplace(s.name, std::make_unique<ServerPool>(loop_, s, config_, stats_, budget_, std::move(hooks)));
+    auto pool = std::make_unique<ServerPool>(loop_, s, config_, stats_, budget_, std::move(hooks));
+    pool->set_durable(durable_);
+    pools_.emplace(s.name, std::move(pool));
+}
+
+void Manager::set_durable(DurableState* d) {
+    durable_ = d;
+    for (auto& [name, pool] : pools_) pool->set_durable(d);
+}
+
+state::Header Manager::state_header(uint64_t epoch) const {
+    return state::Header{epoch, next_lease_id_, stats_};
 }
 
 void Manager::forget_passwords(s5::config::Config& c) {
@@ -249,7 +260,7 @@ Lease& Manager::create_lease(const AssociateRequest& req, std::unique_ptr<Associ
     uint64_t lease_id = next_lease_id_++;
     if (assoc) bind_to_lease(*assoc, lease_id);
     auto lease = std::make_unique<Lease>(loop_, lease_id, req.uid, req.owner, req.dst, std::move(assoc),
-                                         [this](Lease& l) { remove_lease(l.id(), "lease fd closed"); });
+                                         [this](Lease& l) { remove_lease(l.id(), "lease fd closed"); }, durable_);
     Lease& l = *lease;
     leases_.emplace(lease_id, std::move(lease));
     leases_by_uid_[l.uid()].insert(lease_id);

@@ -26,6 +26,7 @@
 
 #include "association.hpp"
 #include "config.hpp"
+#include "durable_state.hpp"
 #include "errors.hpp"
 #include "event_loop.hpp"
 #include "lease.hpp"
@@ -108,6 +109,19 @@ public:
     // Lease ids count up from here (default 1). s5brokerd starts them at
     // the CLOCK_BOOTTIME microsecond of its start, see main.cpp.
     void set_next_lease_id(uint64_t id) { next_lease_id_ = id; }
+
+    // Leases and ready associations from now on are written through `d`
+    // (systemd's fd store and the state memfd); null: not durable.
+    void set_durable(DurableState* d);
+    // The header of the state: counters and the next lease id.
+    state::Header state_header(uint64_t epoch) const;
+    struct RestoreReport {
+        size_t leases = 0, renewing = 0, released = 0, forgotten = 0, idle = 0, closed = 0;
+    };
+    // Before start(): rebuilds the leases and associations an earlier
+    // broker left (manager_restore.cpp). Takes from `fds` what it uses;
+    // releases what died while no broker ran, and says so in the log.
+    RestoreReport restore(const state::Image& image, StoredFds& fds);
     const std::map<uint64_t, std::unique_ptr<Lease>>& leases() const { return leases_; }
     const std::map<std::string, std::unique_ptr<ServerPool>>& pools() const { return pools_; }
     const Stats& statistics() const { return stats_; }
@@ -179,6 +193,7 @@ private:
     std::map<std::string, unsigned> waiters_by_pool_;
     size_t requests_ = 0;                                    // waiters of kind Request
     uint64_t next_lease_id_ = 1;
+    DurableState* durable_ = nullptr;
     uint64_t next_waiter_id_ = 1;
 };
 

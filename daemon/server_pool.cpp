@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <optional>
 
@@ -146,20 +147,35 @@ bool ServerPool::start_one() {
         if (hooks_.starved) hooks_.starved(*this);
         return false;
     }
-    Association::Callbacks cb{
-        [this](Association& a) { on_ready(a); },
-        [this](Association& a, s5::err::Code c, const std::string& t) { on_failed(a, c, t); },
-        [this](Association& a, const std::string& why) { on_idle_closed(a, why); },
-    };
-    auto a = std::make_unique<Association>(loop_, server_, keepalive_, setup_timeout_, std::move(cb));
+    auto a = std::make_unique<Association>(loop_, server_, keepalive_, setup_timeout_, callbacks());
     const uint64_t id = a->id();
     connecting_.emplace(id, Setup{std::move(a), std::move(*slot)});
     return true;
 }
 
+Association::Callbacks ServerPool::callbacks() {
+    return Association::Callbacks{
+        [this](Association& a) { on_ready(a); },
+        [this](Association& a, s5::err::Code c, const std::string& t) { on_failed(a, c, t); },
+        [this](Association& a, const std::string& why) { on_idle_closed(a, why); },
+    };
+}
+
+void ServerPool::adopt_idle(std::unique_ptr<Association> a) {
+    a->set_callbacks(callbacks());
+    // Oldest first, as on_ready() keeps them.
+    auto at = std::find_if(idle_.begin(), idle_.end(),
+                           [&](const auto& b) { return b->ready_since() > a->ready_since(); });
+    idle_.insert(at, std::move(a));
+    set_health(ServerHealth::Up);
+    schedule_recycle();
+    hooks_.changed(*this);
+}
+
 void ServerPool::on_ready(Association& a) {
     auto it = connecting_.find(a.id());
     if (it == connecting_.end()) return;
+    if (durable_) a.make_durable(*durable_);
     idle_.push_back(std::move(it->second.assoc));
     connecting_.erase(it);
     ++stats_["associations_made"];

@@ -52,6 +52,15 @@ public:
     unsigned leased() const { return leased_; }
     unsigned min_idle() const { return limits_.min_idle; }
 
+    // Ready associations go into systemd's fd store (durable_state.hpp).
+    void set_durable(DurableState* d) { durable_ = d; }
+    DurableState* durable() const { return durable_; }
+    // Restore: a ready association an earlier broker had idle in this pool,
+    // or one of a lease (counted as leased; released() when it goes).
+    void adopt_idle(std::unique_ptr<Association> a);
+    void adopt_leased() { ++leased_; }
+    Association::Callbacks callbacks();
+
     // New pool, keepalive and age settings (same server).
     void reconfigure(const s5::config::Config& config);
 
@@ -114,6 +123,7 @@ private:
     Timer proven_timer_;                             // kProbation after the last ready: backoff reset
     Timer young_death_timer_;                        // tells the manager after ended_by_server()
     Timer trim_timer_;                               // idle surplus, kSurplusLinger after it appeared
+    DurableState* durable_ = nullptr;
 };
 
 }  // namespace s5d

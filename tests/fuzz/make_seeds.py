@@ -181,8 +181,70 @@ def config():
     write(t, "bad-control-chars.json", '{"serv\\u0000ers\\n":1}')
 
 
+# ---- fuzz_state: a state image (daemon/state_codec.hpp) ---------------------
+SLOT = 512
+
+
+def fnv1a(b):
+    h = 0xCBF29CE484222325
+    for c in b:
+        h ^= c
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def slot(payload):
+    return (struct.pack("<IQ", len(payload), fnv1a(payload)) + payload).ljust(SLOT, b"\0")
+
+
+def text(s):
+    return bytes([len(s)]) + s
+
+
+def endpoint(kind=4, addr=V4, port=40000):
+    if kind == 0:
+        return b"\0" + struct.pack("<H", 0)
+    return bytes([kind]) + addr + struct.pack("<H", port)
+
+
+def state_header(epoch=1, next_id=100, stats=((b"leases_granted", 3),)):
+    p = b"S5BRKST\0" + struct.pack("<IIQQ", 1, SLOT, epoch, next_id) + bytes([len(stats)])
+    for k, v in stats:
+        p += text(k) + struct.pack("<Q", v)
+    return slot(p)
+
+
+def state_lease(lid=5, state=1, assoc=9, gen=1, relay=None):
+    relay = endpoint() if relay is None else relay
+    p = bytes([1]) + struct.pack("<QI", lid, 1000) + text(b":1.42") + endpoint(6, V6, 53)
+    p += text(b"corp") + struct.pack("<I", gen) + bytes([state]) + relay + endpoint(4, V4, 0)
+    p += struct.pack("<Q", 1764590000000000) + text(b"") + struct.pack("<iiQ", 0, 0, assoc)
+    return slot(p)
+
+
+def state_association(aid=9):
+    p = bytes([2]) + struct.pack("<Q", aid) + text(b"corp") + endpoint(4, V4, 1080)
+    p += endpoint() + endpoint(4, V4, 0) + struct.pack("<Q", 123456)
+    return slot(p)
+
+
+def state():
+    t = "fuzz_state"
+    reset(t)
+    write(t, "header-only", state_header())
+    write(t, "lease-and-association", state_header() + state_lease() + state_association())
+    write(t, "free-slot-between", state_header() + state_lease() + bytes(SLOT) + state_association())
+    write(t, "renewing-lost-pending", state_header() + state_lease(5, 2, 0, 2) + state_lease(6, 3, 0) +
+          state_lease(7, 0, 0, 0, endpoint(0)))
+    write(t, "orphan-association-ref", state_header() + state_lease(5, 1, 77))
+    write(t, "truncated", (state_header() + state_lease())[:700])
+    write(t, "version-2", slot(b"S5BRKST\0" + struct.pack("<IIQQ", 2, SLOT, 1, 100) + b"\0"))
+    write(t, "bad-checksum", state_header()[:20] + b"\xff" + state_header()[21:])
+
+
 if __name__ == "__main__":
     server_replies()
     udp_header()
     lease_event()
     config()
+    state()
