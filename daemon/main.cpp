@@ -7,6 +7,7 @@
 #include <systemd/sd-daemon.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -160,11 +161,13 @@ std::unique_ptr<s5d::DurableState> restore_or_start_clean(s5d::Manager& manager,
             for (const auto& [name, fd] : stored.by_name) drop(name);
         }
     } else {
+        const auto t0 = std::chrono::steady_clock::now();
         auto r = manager.restore(*prev.image, stored);
-        log_notice("restored %zu lease(s) (%zu renewing) and %zu idle association(s) from state %llu; "
+        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+        log_notice("restored %zu lease(s) (%zu renewing) and %zu idle association(s) from state %llu in %.1f ms; "
                    "while the broker was down %zu lease(s) were released, %zu ended, %zu connection(s) closed",
-                   r.leases, r.renewing, r.idle, static_cast<unsigned long long>(*prev.epoch), r.released,
-                   r.forgotten, r.closed);
+                   r.leases, r.renewing, r.idle, static_cast<unsigned long long>(*prev.epoch),
+                   static_cast<double>(us.count()) / 1000.0, r.released, r.forgotten, r.closed);
     }
     if (durable) durable->commit(prev.epoch);
     return durable;

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -143,7 +144,7 @@ void untrack(pid_t target) {
 
 }  // namespace
 
-Process::Process(Options o) : group_(o.own_process_group) {
+Process::Process(Options o, const ListenFds& listen_fds) : group_(o.own_process_group) {
     std::vector<char*> argv;
     for (auto& a : o.argv) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -178,6 +179,26 @@ Process::Process(Options o) : group_(o.own_process_group) {
             _exit(127);
         }
         for (auto& kv : o.env) putenv(kv.data());
+        if (!listen_fds.empty()) {
+            // Above the target range first, so that no source is
+            // overwritten before it is moved; dup2 clears close-on-exec.
+            const int n = static_cast<int>(listen_fds.size());
+            std::vector<int> tmp;
+            std::string names;
+            for (const auto& [name, fd] : listen_fds) {
+                tmp.push_back(fcntl(fd, F_DUPFD_CLOEXEC, 3 + n));
+                names += (names.empty() ? "" : ":") + name;
+            }
+            for (int i = 0; i < n; ++i) dup2(tmp[static_cast<size_t>(i)], 3 + i);
+            static char fds_env[64], pid_env[64];
+            std::snprintf(fds_env, sizeof fds_env, "LISTEN_FDS=%d", n);
+            std::snprintf(pid_env, sizeof pid_env, "LISTEN_PID=%d", static_cast<int>(getpid()));
+            static std::string names_env;
+            names_env = "LISTEN_FDNAMES=" + names;
+            putenv(fds_env);
+            putenv(pid_env);
+            putenv(names_env.data());
+        }
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -452,7 +473,159 @@ Broker::~Broker() {
     }
 }
 
+// ---- NotifyServer ----------------------------------------------------------
+
+NotifyServer::NotifyServer(std::string path) : path_(std::move(path)) {
+    sock_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    std::snprintf(un.sun_path, sizeof un.sun_path, "%s", path_.c_str());
+    ::unlink(path_.c_str());
+    if (sock_ < 0 || ::bind(sock_, reinterpret_cast<sockaddr*>(&un), sizeof un) < 0) die("bind notify socket");
+    // Room for bursts of FDSTORE messages while the thread is busy.
+    int big = 4 << 20;
+    setsockopt(sock_, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+    if (pipe2(wake_, O_CLOEXEC) != 0) die("pipe");
+    thread_ = std::thread([this] { run(); });
+}
+
+NotifyServer::~NotifyServer() {
+    char c = 0;
+    if (::write(wake_[1], &c, 1) < 0) {}
+    thread_.join();
+    discard();
+    ::close(sock_);
+    ::close(wake_[0]);
+    ::close(wake_[1]);
+    ::unlink(path_.c_str());
+}
+
+std::vector<std::pair<std::string, int>> NotifyServer::stored() const {
+    std::lock_guard lk(mu_);
+    return fds_;
+}
+
+size_t NotifyServer::count() const {
+    std::lock_guard lk(mu_);
+    return fds_.size();
+}
+
+void NotifyServer::discard() {
+    std::lock_guard lk(mu_);
+    for (auto& [name, fd] : fds_) ::close(fd);
+    fds_.clear();
+}
+
+void NotifyServer::sync() {
+    // A datagram socket's queue is one FIFO whoever sent: once our marker
+    // is read, so is everything before it.
+    const unsigned n = ++next_sync_;
+    const std::string msg = "X_S5TEST_SYNC=" + std::to_string(n);
+    int c = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    std::snprintf(un.sun_path, sizeof un.sun_path, "%s", path_.c_str());
+    if (c < 0 || ::sendto(c, msg.data(), msg.size(), 0, reinterpret_cast<sockaddr*>(&un), sizeof un) < 0)
+        die("notify sync");
+    ::close(c);
+    if (!eventually([&] { return synced_ >= n; }, 10s)) die("notify server did not catch up");
+}
+
+void NotifyServer::run() {
+    for (;;) {
+        std::vector<pollfd> p{{wake_[0], POLLIN, 0}, {sock_, POLLIN, 0}};
+        {
+            std::lock_guard lk(mu_);
+            for (const auto& [name, fd] : fds_) p.push_back({fd, 0, 0});
+        }
+        if (::poll(p.data(), p.size(), 100) < 0 && errno != EINTR) return;
+        if (p[0].revents) return;
+        {
+            // PID 1 drops what hangs up (unless stored with FDPOLL=0).
+            std::lock_guard lk(mu_);
+            for (size_t i = 2; i < p.size(); ++i) {
+                if (!(p[i].revents & (POLLHUP | POLLERR))) continue;
+                for (auto it = fds_.begin(); it != fds_.end(); ++it)
+                    if (it->second == p[i].fd) {
+                        ::close(it->second);
+                        fds_.erase(it);
+                        break;
+                    }
+            }
+        }
+        if (!(p[1].revents & POLLIN)) continue;
+        for (;;) {
+            char buf[4096];
+            alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * 16)];
+            iovec iov{buf, sizeof buf - 1};
+            msghdr m{};
+            m.msg_iov = &iov;
+            m.msg_iovlen = 1;
+            m.msg_control = ctl;
+            m.msg_controllen = sizeof ctl;
+            ssize_t n = ::recvmsg(sock_, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+            if (n < 0) break;
+            buf[n] = 0;
+            std::vector<int> got;
+            for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+                const size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t i = 0; i < k; ++i) {
+                    int fd;
+                    std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                    got.push_back(fd);
+                }
+            }
+            std::string text(buf, static_cast<size_t>(n)), name = "stored";
+            bool store = false, remove = false;
+            std::istringstream lines(text);
+            for (std::string line; std::getline(lines, line);) {
+                if (line == "READY=1") ready_ = true;
+                if (line == "FDSTORE=1") store = true;
+                if (line == "FDSTOREREMOVE=1") remove = true;
+                if (line.rfind("FDNAME=", 0) == 0) name = line.substr(7);
+                if (line.rfind("X_S5TEST_SYNC=", 0) == 0) synced_ = static_cast<unsigned>(std::stoul(line.substr(14)));
+            }
+            std::lock_guard lk(mu_);
+            if (store)
+                for (int fd : got) fds_.emplace_back(name, fd);
+            else
+                for (int fd : got) ::close(fd);
+            if (remove)
+                for (auto it = fds_.begin(); it != fds_.end();) {
+                    if (it->first == name) {
+                        ::close(it->second);
+                        it = fds_.erase(it);
+                    } else {
+                        ++it;
+                    }
+                }
+        }
+    }
+}
+
+void Broker::enable_fd_store() {
+    if (!notify_server_) notify_server_ = std::make_unique<NotifyServer>(notify_);
+}
+
 bool Broker::start(std::chrono::milliseconds timeout) {
+    if (notify_server_) {
+        notify_server_->clear_ready();
+        // systemd passes the newest first; the broker matches by name.
+        notify_server_->sync();
+        // Copies: the store's thread may close its own (a hang-up) meanwhile.
+        auto fds = notify_server_->stored();
+        std::reverse(fds.begin(), fds.end());
+        for (auto& [name, fd] : fds) fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        proc_ = std::make_unique<Process>(Process::Options{
+            debug_ ? std::vector<std::string>{S5BROKERD_PATH, "--config", config_, "--debug"}
+                   : std::vector<std::string>{S5BROKERD_PATH, "--config", config_},
+            {"DBUS_SYSTEM_BUS_ADDRESS=" + bus_.address(), "NOTIFY_SOCKET=" + notify_}, log_, false, nofile_, 0, 0,
+            false}, fds);
+        for (auto& [name, fd] : fds) ::close(fd);
+        return eventually([&] { return notify_server_->ready() || !proc_->running(); }, timeout) &&
+               notify_server_->ready();
+    }
     // The broker's sd_notify(READY=1) comes to us, as it would to systemd.
     int ns = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     sockaddr_un un{};

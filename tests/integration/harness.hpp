@@ -56,7 +56,10 @@ public:
         gid_t run_as_gid = 0;
         bool hide_other_processes = false;
     };
-    explicit Process(Options o);
+    // `listen_fds` are passed as systemd passes its fd store: at 3, 4, ...
+    // with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID set.
+    using ListenFds = std::vector<std::pair<std::string, int>>;
+    explicit Process(Options o, const ListenFds& listen_fds = {});
     ~Process();                                 // SIGKILL (group) and reap
     Process(const Process&) = delete;
     Process& operator=(const Process&) = delete;
@@ -166,6 +169,43 @@ private:
     std::unique_ptr<Process> proc_;
 };
 
+// What systemd 252 does with a service's notifications, for the restart
+// tests: READY=1, and its file descriptor store (FDSTORE=1 with FDNAME=,
+// FDSTOREREMOVE=1; a stored descriptor that reports POLLHUP or POLLERR is
+// dropped, as PID 1 drops it). A thread of its own reads the socket.
+class NotifyServer {
+public:
+    explicit NotifyServer(std::string path);
+    ~NotifyServer();                        // closes every stored descriptor
+    NotifyServer(const NotifyServer&) = delete;
+    NotifyServer& operator=(const NotifyServer&) = delete;
+    const std::string& path() const { return path_; }
+    // READY=1 seen since the last clear_ready().
+    bool ready() const { return ready_; }
+    void clear_ready() { ready_ = false; }
+    // The store's contents, newest last; the descriptors stay the store's
+    // (and the store's thread may close one that hangs up at any time).
+    std::vector<std::pair<std::string, int>> stored() const;
+    size_t count() const;
+    // As after `systemctl stop`: every stored descriptor closed.
+    void discard();
+    // Returns once every message sent before the call has been handled (a
+    // broker's last FDSTORE before it died, say): PID 1 handles pending
+    // notifications before it sees its child exit.
+    void sync();
+
+private:
+    void run();
+    std::string path_;
+    int sock_ = -1, wake_[2] = {-1, -1};
+    std::atomic<bool> ready_{false};
+    std::atomic<unsigned> synced_{0};
+    unsigned next_sync_ = 0;
+    mutable std::mutex mu_;
+    std::vector<std::pair<std::string, int>> fds_;
+    std::thread thread_;
+};
+
 // s5brokerd as a child on the private bus, started with a config of the
 // test's making; ready when it sends READY=1 on $NOTIFY_SOCKET.
 class Broker {
@@ -182,6 +222,11 @@ public:
         hardened_gid_ = gid;
     }
     std::optional<int> stop(int sig = 15);
+    // systemd's fd store for this broker (before the first start): what it
+    // stores survives stop() and goes to the next start(), as across
+    // `systemctl restart` and a crash with Restart=on-failure.
+    void enable_fd_store();
+    NotifyServer* fd_store() { return notify_server_.get(); }
     Process& process() { return *proc_; }
     std::string log() const;
     const std::string& config_path() const { return config_; }
@@ -194,6 +239,7 @@ private:
     bool debug_ = true;
     uid_t hardened_uid_ = 0;
     gid_t hardened_gid_ = 0;
+    std::unique_ptr<NotifyServer> notify_server_;
     std::unique_ptr<Process> proc_;
 };
 

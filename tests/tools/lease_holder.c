@@ -23,6 +23,12 @@
  * socks5udp_current() differs from the rendezvous associate() gave.
  * SIGTERM: stops sending, waits up to 2 s for the echoes still in flight,
  * writes FILE and exits 0. Exit 1 when an association cannot be made.
+ *
+ *   lease_holder --probe SINCE_NS --echo IP:PORT
+ *
+ * One socks5udp_associate() (blocking: a call made while no broker runs
+ * waits in the bus daemon for the next one) and prints the milliseconds
+ * from SINCE_NS (CLOCK_REALTIME, as date +%s%N) until it was answered.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -47,6 +53,7 @@ struct lease {
     int s, u;                      /* lease socket, datagram socket */
     struct sockaddr_in relay;      /* as associate() gave it */
     uint32_t next_seq;
+    uint64_t next_due;             /* ns: its next datagram */
     uint64_t sent_at[WINDOW];      /* ns, 0: not outstanding */
     int lost;
 };
@@ -106,10 +113,11 @@ static void write_out(void) {
     rename(tmp, out_path);
 }
 
-static void send_all(void) {
-    for (int i = 0; i < n_leases; i++) {
+/* One datagram through lease i. */
+static void send_one(int i) {
+    {
         struct lease *l = &leases[i];
-        if (l->lost) continue;
+        if (l->lost) return;
         char msg[64];
         uint32_t seq = l->next_seq;
         int len = snprintf(msg, sizeof msg, "%d:%u", i, seq);
@@ -118,12 +126,12 @@ static void send_all(void) {
             l->sent_at[seq % WINDOW] = now_ns();
             l->next_seq++;
             sent++;
-            continue;
+            return;
         }
         int e = errno, s5 = socks5_errno;
         if (e == EAGAIN && s5 == S5_ERENEWING) {
             renewing++;
-            continue;
+            return;
         }
         if (e == ENOTCONN) l->lost = 1;
         if (send_errors++ == 0)
@@ -156,14 +164,34 @@ static void receive_all(void) {
 int main(int argc, char **argv) {
     int want = 1, interval_ms = 100;
     const char *echo = NULL;
+    long long probe_since = -1;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--leases")) want = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--probe")) probe_since = atoll(argv[i + 1]);
+        else if (!strcmp(argv[i], "--leases")) want = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--interval-ms")) interval_ms = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--echo")) echo = argv[i + 1];
         else if (!strcmp(argv[i], "--out")) out_path = argv[i + 1];
     }
     char ip[64];
     unsigned port = 0;
+    if (probe_since >= 0 && echo && sscanf(echo, "%63[^:]:%u", ip, &port) == 2 &&
+        inet_pton(AF_INET, ip, &target.sin_addr) == 1) {
+        target.sin_family = AF_INET;
+        target.sin_port = htons((uint16_t)port);
+        struct sockaddr_in6 rv;
+        memset(&rv, 0, sizeof rv);
+        memcpy(&rv, &target, sizeof target);
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (socks5udp_associate(s, (struct sockaddr *)&rv, sizeof rv, NULL, 0) != 0) {
+            fprintf(stderr, "socks5udp_associate: %s (%s)\n", strerror(errno), socks5_strerror(socks5_errno));
+            return 1;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long long now = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        printf("%lld\n", (now - probe_since) / 1000000LL);
+        return 0;
+    }
     if (!echo || !out_path || want < 1 || want > MAX_LEASES || interval_ms < 1 ||
         sscanf(echo, "%63[^:]:%u", ip, &port) != 2 || inet_pton(AF_INET, ip, &target.sin_addr) != 1) {
         fprintf(stderr, "usage: lease_holder --leases N --interval-ms MS --echo IP:PORT --out FILE\n");
@@ -198,13 +226,22 @@ int main(int argc, char **argv) {
     }
     write_out();
 
-    uint64_t next_send = now_ns(), next_write = now_ns() + 200000000u;
+    /* Each lease sends every interval, the leases spread evenly over it
+     * (not all at once: a burst of N datagrams would overflow socket
+     * buffers on the way, which is not what is measured). */
+    const uint64_t interval = (uint64_t)interval_ms * 1000000u, start = now_ns();
+    for (int i = 0; i < n_leases; i++) leases[i].next_due = start + interval * (uint64_t)i / (uint64_t)n_leases;
+    uint64_t next_write = start + 200000000u;
     while (!stopping) {
-        uint64_t t = now_ns();
-        if (t >= next_send) {
-            send_all();
-            next_send += (uint64_t)interval_ms * 1000000u;
-            if (next_send < t) next_send = t; /* fell behind: do not burst */
+        uint64_t t = now_ns(), next_send = UINT64_MAX;
+        for (int i = 0; i < n_leases; i++) {
+            struct lease *l = &leases[i];
+            if (t >= l->next_due) {
+                send_one(i);
+                l->next_due += interval;
+                if (l->next_due < t) l->next_due = t; /* fell behind: do not burst */
+            }
+            if (l->next_due < next_send) next_send = l->next_due;
         }
         receive_all();
         if (t >= next_write) {
