@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -174,6 +175,7 @@ using Call = std::function<void(ManagerProxy&)>;
 std::optional<CallError> run_on(Channel& ch, uint64_t timeout_us, const Call& call) {
     CallError err;
     for (int attempt = 0; attempt < 2; ++attempt) {
+        const auto t0 = std::chrono::steady_clock::now();
         try {
             ch.ensure();
             ch.conn->setMethodCallTimeout(timeout_us);
@@ -185,6 +187,17 @@ std::optional<CallError> run_on(Channel& ch, uint64_t timeout_us, const Call& ca
                 ch.drop();
                 continue;
             }
+            // NoReply long before our own time-out: the broker left the bus
+            // with the call in hand (it was restarted; docs/design.md §12).
+            // Asked once more, the next broker answers (the bus daemon holds
+            // the call until it owns the name). A reply the old broker never
+            // sent carried the only copy of the lease fd, so no lease is
+            // made twice.
+            const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::steady_clock::now() - t0);
+            if (attempt == 0 && e.getName() == "org.freedesktop.DBus.Error.NoReply" &&
+                static_cast<uint64_t>(waited.count()) < timeout_us / 2)
+                continue;
             if (!ch.conn) err.name = kNoBusError;  // cannot reach the bus at all
             return err;
         } catch (const std::exception& e) {
