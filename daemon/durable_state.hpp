@@ -79,8 +79,12 @@ public:
     // broker before (if any) leaves it: from here on a crash restores
     // from this one.
     void commit(std::optional<uint64_t> previous_epoch);
-    // Shutdown: nothing is dropped, written or freed any more.
-    void freeze() { frozen_ = true; }
+    // Shutdown: the header once more (the counters as they end), then
+    // nothing is dropped, written or freed any more.
+    void freeze() {
+        if (!frozen_) write_header();
+        frozen_ = true;
+    }
     bool frozen() const { return frozen_; }
 
     // Fds stored and slots in use, for the log and tests.

@@ -171,7 +171,10 @@ private:
     void lose(Lease& lease, s5::err::Code code, const std::string& why);
     void dispose(std::unique_ptr<Association> a);
     void remove_lease(uint64_t id, const char* why);
-    void count(const std::string& key) { ++stats_[key]; }
+    void count(const std::string& key) {
+        ++stats_[key];
+        if (durable_) durable_->touch();   // the header carries the counters
+    }
 
     EventLoop& loop_;
     s5::config::Config config_;

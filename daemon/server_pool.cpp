@@ -110,7 +110,7 @@ void ServerPool::ended_by_server(Clock::time_point ready_since, const std::strin
     const auto lived = std::chrono::duration_cast<std::chrono::milliseconds>(now - ready_since);
     last_error_ = "association ended " + std::to_string(lived.count()) + " ms after it was made: " + why;
     last_error_code_ = s5::err::Code::ServerFailure;
-    ++stats_["associations_failed"];
+    bump("associations_failed");
     log_warning({{"S5_SERVER", server_.name}}, "server %s: %s", server_.name.c_str(), last_error_.c_str());
     back_off();
     hooks_.changed(*this);
@@ -178,7 +178,7 @@ void ServerPool::on_ready(Association& a) {
     if (durable_) a.make_durable(*durable_);
     idle_.push_back(std::move(it->second.assoc));
     connecting_.erase(it);
-    ++stats_["associations_made"];
+    bump("associations_made");
     short_of_descriptors_ = false;
     // Not backoff_.reset(): only an association that lives kProbation
     // proves the server well (see ended_by_server).
@@ -199,8 +199,8 @@ void ServerPool::on_failed(Association& a, s5::err::Code code, const std::string
     if (it == connecting_.end()) return;
     auto doomed = std::move(it->second.assoc);  // destroyed when we return
     connecting_.erase(it);
-    ++stats_["associations_failed"];
-    if (doomed->relay_refused()) ++stats_["relays_refused"];
+    bump("associations_failed");
+    if (doomed->relay_refused()) bump("relays_refused");
     last_error_ = text;
     last_error_code_ = code;
     log_warning({{"S5_SERVER", server_.name}}, "server %s: association failed: %s", server_.name.c_str(),

@@ -93,6 +93,11 @@ private:
     void schedule_recycle();
     void recycle_old();
     void set_health(ServerHealth h);
+    // A counter up by one, and into the durable state's header.
+    void bump(const char* key) {
+        ++stats_[key];
+        if (durable_) durable_->touch();
+    }
 
     EventLoop& loop_;
     s5::config::Server server_;

@@ -158,8 +158,11 @@ TEST_F(Restart, ACrashKeepsTheLeaseAndItsNextId) {
     AppLease one(echo.port());
     ASSERT_TRUE(one.echo("before"));
     const auto paths = client->leases();
+    const auto granted = client->statistics().at("leases_granted");
     restart(SIGKILL);
     EXPECT_EQ(client->leases(), paths);
+    // The counters are in the state as they change, not only at exit.
+    EXPECT_EQ(client->statistics().at("leases_granted"), granted);
     EXPECT_TRUE(one.echo("after"));
     // Ids go on from the old broker's: no lease gets an id it had.
     AppLease two(echo.port());
