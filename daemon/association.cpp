@@ -61,8 +61,9 @@ int set_keepalive(int fd, const s5::config::Keepalive& k) {
 
 }  // namespace
 
+// What both constructors share: the server it belongs to, its id.
 Association::Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
-                         std::chrono::milliseconds setup_timeout, Callbacks cb)
+                         Callbacks cb, uint64_t id)
     : loop_(loop),
       server_(server.endpoint),
       relay_override_(server.relay_address_override),
@@ -70,8 +71,12 @@ Association::Association(EventLoop& loop, const s5::config::Server& server, cons
       keepalive_(keepalive),
       pipelined_(server.pipelining),
       cb_(std::move(cb)),
-      id_(next_association_id()),
-      deadline_(loop, [this] { on_deadline(); }) {
+      id_(id),
+      deadline_(loop, [this] { on_deadline(); }) {}
+
+Association::Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
+                         std::chrono::milliseconds setup_timeout, Callbacks cb)
+    : Association(loop, server, keepalive, std::move(cb), next_association_id()) {
     if (server.auth.method == s5::config::AuthMethod::Username)
         creds_ = s5::proto::Credentials{server.auth.username, server.auth.password};
     deadline_.arm_in(setup_timeout);
@@ -80,25 +85,16 @@ Association::Association(EventLoop& loop, const s5::config::Server& server, cons
 
 Association::Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
                          const state::AssociationRecord& rec, UniqueFd fd, DurableState* durable, Callbacks cb)
-    : loop_(loop),
-      server_(server.endpoint),
-      relay_override_(server.relay_address_override),
-      server_name_(server.name),
-      keepalive_(keepalive),
-      pipelined_(server.pipelining),
-      cb_(std::move(cb)),
-      id_(rec.id),
-      state_(State::Ready),
-      fd_(std::move(fd)),
-      deadline_(loop, [this] { on_deadline(); }),
-      relay_(rec.relay),
-      source_(rec.source),
-      ready_since_(Clock::time_point(std::chrono::microseconds(rec.ready_since_usec))),
-      durable_(durable) {
+    : Association(loop, server, keepalive, std::move(cb), rec.id) {
     last_association_id = std::max(last_association_id, rec.id);
+    state_ = State::Ready;
+    fd_ = std::move(fd);
+    relay_ = rec.relay;
+    source_ = rec.source;
     // Its start is CLOCK_MONOTONIC, shared by every process of this boot;
     // one from the future would never be recycled.
-    if (ready_since_ > loop.now()) ready_since_ = loop.now();
+    ready_since_ = std::min(Clock::time_point(std::chrono::microseconds(rec.ready_since_usec)), loop.now());
+    durable_ = durable;
     watch_ = IoWatch(loop_, fd_.get(), EPOLLIN | EPOLLRDHUP, [this](uint32_t ev) { on_io(ev); });
     if (durable_) durable_->put(slot_, state::encode(record()));
 }

@@ -75,6 +75,8 @@ public:
     state::AssociationRecord record() const;
 
 private:
+    Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
+                Callbacks cb, uint64_t id);
     void start_connect();
     void on_io(uint32_t revents);
     void on_connected();

@@ -168,7 +168,6 @@ void DurableState::put(uint32_t& slot, const state::Slot& record) {
         }
     }
     write_slot(slot, record);
-    write_header();
 }
 
 void DurableState::erase(uint32_t& slot) {
@@ -176,7 +175,6 @@ void DurableState::erase(uint32_t& slot) {
     write_slot(slot, state::free_slot());
     free_.push_back(slot);
     slot = 0;
-    write_header();
 }
 
 void DurableState::touch() {

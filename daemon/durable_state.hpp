@@ -69,10 +69,12 @@ public:
     void drop_fd(const std::string& name);
 
     // Writes a record into its slot (allocated on first use; `slot` 0 means
-    // none yet) and the header; erase() frees the slot.
+    // none yet); erase() frees the slot.
     void put(uint32_t& slot, const state::Slot& record);
     void erase(uint32_t& slot);
-    // Rewrites the header (counters) alone.
+    // Rewrites the header: whenever a counter or the next lease id changes,
+    // the next lease id before any record with an id from it is put (the
+    // parser refuses a lease id the header does not cover).
     void touch();
 
     // The memfd goes into the store as state-<epoch>, and the state of the

@@ -137,11 +137,16 @@ void Lease::save() {
     if (durable_) durable_->put(slot_, state::encode(record()));
 }
 
-void Lease::resend_state() {
+// The event that tells the current state (none while pending): Ready for
+// the first association, Renewed for a later one; Renewing names the
+// generation that ended with its relay and source, so that if it replaces
+// an unsent Ready/Renewed (send_event keeps only the latest state) the
+// library still learns them; Lost carries why.
+std::optional<s5::wire::LeaseEvent> Lease::current_event() const {
     s5::wire::LeaseEvent ev;
     ev.generation = generation_;
     switch (state_) {
-        case LeaseState::Pending: return;   // nothing was ever sent
+        case LeaseState::Pending: return std::nullopt;
         case LeaseState::Active:
             ev.type = generation_ > 1 ? s5::wire::LeaseEventType::Renewed : s5::wire::LeaseEventType::Ready;
             ev.relay = relay_;
@@ -158,7 +163,11 @@ void Lease::resend_state() {
             ev.s5err = lost_s5err_;
             break;
     }
-    send_event(ev);
+    return ev;
+}
+
+void Lease::send_current() {
+    if (auto ev = current_event()) send_event(*ev);
 }
 
 // Events are never dropped. Each carries the whole state (generation and
@@ -195,7 +204,6 @@ void Lease::flush_unsent() {
 }
 
 void Lease::attach(std::unique_ptr<Association> assoc) {
-    const bool renewal = state_ == LeaseState::Renewing;
     assoc_ = std::move(assoc);
     server_name_ = assoc_->server_name();
     relay_ = assoc_->relay();
@@ -204,12 +212,7 @@ void Lease::attach(std::unique_ptr<Association> assoc) {
     state_ = LeaseState::Active;
     last_error_.clear();
     save();
-    s5::wire::LeaseEvent ev;
-    ev.type = renewal ? s5::wire::LeaseEventType::Renewed : s5::wire::LeaseEventType::Ready;
-    ev.generation = generation_;
-    ev.relay = relay_;
-    ev.source = source_;
-    send_event(ev);
+    send_current();   // Ready (generation 1) or Renewed
 }
 
 std::unique_ptr<Association> Lease::detach_for_renewal() {
@@ -217,16 +220,8 @@ std::unique_ptr<Association> Lease::detach_for_renewal() {
     auto gone = std::move(assoc_);
     save();
     // Tell the application at once: until Renewed, its datagrams would go
-    // to a dead relay. The record names the generation that ended with its
-    // relay and source, so that if it replaces an unsent Ready/Renewed
-    // (send_event keeps only the latest state) the library still learns
-    // them. Libraries that do not know the type skip it.
-    s5::wire::LeaseEvent ev;
-    ev.type = s5::wire::LeaseEventType::Renewing;
-    ev.generation = generation_;
-    ev.relay = relay_;
-    ev.source = source_;
-    send_event(ev);
+    // to a dead relay. Libraries that do not know the type skip it.
+    send_current();
     return gone;
 }
 
@@ -237,12 +232,7 @@ std::unique_ptr<Association> Lease::mark_lost(int err, int s5err, const std::str
     lost_s5err_ = s5err;
     auto gone = std::move(assoc_);
     save();
-    s5::wire::LeaseEvent ev;
-    ev.type = s5::wire::LeaseEventType::Lost;
-    ev.generation = generation_;
-    ev.err = err;
-    ev.s5err = s5err;
-    send_event(ev);
+    send_current();
     return gone;
 }
 

@@ -80,15 +80,12 @@ public:
     // association, if any, for disposal.
     std::unique_ptr<Association> mark_lost(int err, int s5err, const std::string& why);
     // On release: the association, if any, for disposal.
-    std::unique_ptr<Association> take_association() {
-        auto a = std::move(assoc_);
-        save();
-        return a;
-    }
+    // (The record keeps naming it: the lease's record goes with the lease.)
+    std::unique_ptr<Association> take_association() { return std::move(assoc_); }
     // After a restore: tells the application the current state again, in
     // case the old broker died with that event unsent (the library ignores
     // a generation it has already seen).
-    void resend_state();
+    void resend_state() { send_current(); }
     state::LeaseRecord record() const;
 
 private:
@@ -96,6 +93,8 @@ private:
     void send_event(const s5::wire::LeaseEvent& ev);
     bool try_send(const s5::wire::LeaseEvent& ev);   // false: no room now
     void flush_unsent();
+    std::optional<s5::wire::LeaseEvent> current_event() const;
+    void send_current();
     void watch_broker_end();
     void save();   // the record, before the event that tells of the change
 

@@ -258,6 +258,7 @@ void Manager::bind_to_lease(Association& a, uint64_t lease_id) {
 
 Lease& Manager::create_lease(const AssociateRequest& req, std::unique_ptr<Association> assoc) {
     uint64_t lease_id = next_lease_id_++;
+    if (durable_) durable_->touch();   // the header covers the id before its record exists
     if (assoc) bind_to_lease(*assoc, lease_id);
     auto lease = std::make_unique<Lease>(loop_, lease_id, req.uid, req.owner, req.dst, std::move(assoc),
                                          [this](Lease& l) { remove_lease(l.id(), "lease fd closed"); }, durable_);

@@ -29,6 +29,7 @@ Manager::RestoreReport Manager::restore(const state::Image& image, StoredFds& fd
     RestoreReport rep;
     for (const auto& [k, v] : image.header.stats) stats_[k] = v;
     next_lease_id_ = std::max(next_lease_id_, image.header.next_lease_id);
+    if (durable_) durable_->touch();
 
     // The associations first; each lease below takes its own.
     std::map<uint64_t, std::unique_ptr<Association>> assocs;
@@ -146,7 +147,6 @@ Manager::RestoreReport Manager::restore(const state::Image& image, StoredFds& fd
         ++rep.closed;
     }
     fds.by_name.clear();
-    if (durable_) durable_->touch();
     return rep;
 }
 
