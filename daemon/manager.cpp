@@ -159,6 +159,24 @@ std::variant<std::vector<std::string>, Failure> Manager::candidates_for(
     return route->servers;
 }
 
+std::optional<Failure> Manager::drop_unfitting(std::vector<std::string>& candidates, size_t rendezvous_len) const {
+    if (rendezvous_len == SIZE_MAX) return std::nullopt;
+    // A relay is in its server's family unless relay_address_override says
+    // otherwise (relay_policy.hpp refuses any other), so the family, and the
+    // size of the rendezvous, is known before any association is made.
+    auto relay_len = [this](const std::string& name) -> size_t {
+        const auto& s = pools_.at(name)->server();
+        const int family = s.relay_address_override ? s.relay_address_override->family : s.endpoint.family;
+        return family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+    };
+    const std::string first = candidates.front();
+    std::erase_if(candidates, [&](const std::string& n) { return relay_len(n) > rendezvous_len; });
+    if (!candidates.empty()) return std::nullopt;
+    return Failure{Code::InvalidArgs, "the relay of server " + first + " needs a rendezvous of " +
+                                          std::to_string(relay_len(first)) + " bytes; the caller has " +
+                                          std::to_string(rendezvous_len)};
+}
+
 std::vector<std::string> Manager::renewal_candidates(const Lease& lease) const {
     // The same server first, then the route's servers in order.
     std::vector<std::string> c{lease.server_name()};
@@ -317,6 +335,10 @@ void Manager::associate(AssociateRequest req, AssociateDone done) {
         return;
     }
     auto candidates = std::get<std::vector<std::string>>(std::move(c));
+    if (auto f = drop_unfitting(candidates, req.rendezvous_len)) {
+        done(std::move(*f));
+        return;
+    }
     if (auto q = check_quota(req.uid)) {
         // An application at its quota may have closed a lease just before
         // asking: that EOF and this request can be ready in the same

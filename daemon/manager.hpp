@@ -41,6 +41,10 @@ struct AssociateRequest {
     std::optional<s5::wire::Endpoint> server;     // explicit server, or route by dst
     std::chrono::milliseconds timeout{10000};
     bool nonblocking = false;                     // reply at once, lease pending
+    // The largest rendezvous (sockaddr) the caller can take: servers whose
+    // relay would not fit are skipped, and with none left the request fails
+    // before a lease is made (socks5udp_associate's DstLen).
+    size_t rendezvous_len = SIZE_MAX;
     uid_t uid = 0;
     std::string owner;                            // caller's unique bus name
 };
@@ -143,6 +147,9 @@ private:
     std::variant<std::vector<std::string>, Failure> candidates_for(
         const s5::wire::Endpoint& dst, const std::optional<s5::wire::Endpoint>& server) const;
     std::vector<std::string> renewal_candidates(const Lease& lease) const;
+    // Removes the servers whose relay would not fit `rendezvous_len`; an
+    // InvalidArgs failure when none is left.
+    std::optional<Failure> drop_unfitting(std::vector<std::string>& candidates, size_t rendezvous_len) const;
     // Releases the leases whose application end is already closed (their
     // EOF not yet handled); returns how many.
     size_t reap_closed_leases(uid_t uid);

@@ -122,6 +122,9 @@ private:
                 if (ms == 0 || ms > kMaxTimeoutMs)
                     throw invalid_args("option timeout_ms must be 1.." + std::to_string(kMaxTimeoutMs));
                 req.timeout = std::chrono::milliseconds(ms);
+            } else if (key == "rendezvous_len") {
+                if (value.peekValueType() != "u") throw invalid_args("option rendezvous_len must be of type u");
+                req.rendezvous_len = value.get<uint32_t>();
             } else if (key == "nonblocking") {
                 if (value.peekValueType() != "b") throw invalid_args("option nonblocking must be of type b");
                 req.nonblocking = value.get<bool>();

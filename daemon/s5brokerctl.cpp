@@ -31,8 +31,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "broker_proxy.h"
+#include "manager_proxy.hpp"
 #include "ctl_format.hpp"
+#include "errors.hpp"
 #include "s5broker_version.h"
 #include "unique_fd.hpp"
 
@@ -40,7 +41,7 @@ namespace {
 
 using namespace s5ctl;
 
-constexpr const char* kBusName = "org.s5broker.Broker1";
+using s5::bus::kBusName;
 constexpr const char* kManagerIface = "org.s5broker.Broker1.Manager";
 constexpr auto kCallTimeout = std::chrono::seconds(15);
 // Reload() answers once the new files are read and applied; systemd gives a
@@ -55,11 +56,7 @@ struct Failure : std::runtime_error {
 
 // ---- Proxies ---------------------------------------------------------------
 
-class ManagerProxy final : public sdbus::ProxyInterfaces<org::s5broker::Broker1::Manager_proxy> {
-public:
-    explicit ManagerProxy(sdbus::IConnection& conn) : ProxyInterfaces(conn, kBusName, kManagerPath) { registerProxy(); }
-    ~ManagerProxy() { unregisterProxy(); }
-};
+using s5::bus::ManagerProxy;
 
 class ServerProxy final : public sdbus::ProxyInterfaces<org::s5broker::Broker1::Server_proxy> {
 public:
@@ -85,8 +82,7 @@ private:
 // An object that went away between listing and reading it (a lease closed,
 // a server dropped by a reload).
 bool is_gone(const std::string& name) {
-    return name == "org.freedesktop.DBus.Error.UnknownObject" ||
-           name == "org.freedesktop.DBus.Error.UnknownInterface" || name == "org.freedesktop.DBus.Error.UnknownMethod";
+    return s5::err::classify_dbus_error(name) == s5::err::BusFailure::NotTheBroker;
 }
 
 // main() exports --bus-address as DBUS_SYSTEM_BUS_ADDRESS, the variable
@@ -98,8 +94,7 @@ std::string bus_where() {
 
 // The broker's name has no owner: it is not running (on that bus).
 bool is_not_running(const std::string& name) {
-    return name == "org.freedesktop.DBus.Error.ServiceUnknown" ||
-           name == "org.freedesktop.DBus.Error.NameHasNoOwner";
+    return s5::err::classify_dbus_error(name) == s5::err::BusFailure::NotOnBus;
 }
 
 class Bus {

@@ -1,6 +1,7 @@
 #include "broker_link.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -17,21 +18,13 @@
 
 #include <sdbus-c++/sdbus-c++.h>
 
-#include "broker_proxy.h"
+#include "manager_proxy.hpp"
+#include "errors.hpp"
 
 namespace s5::client {
 namespace {
 
-constexpr const char* kBusName = "org.s5broker.Broker1";
-constexpr const char* kManagerPath = "/org/s5broker/Broker1";
-
-class ManagerProxy final : public sdbus::ProxyInterfaces<org::s5broker::Broker1::Manager_proxy> {
-public:
-    explicit ManagerProxy(sdbus::IConnection& conn) : ProxyInterfaces(conn, kBusName, kManagerPath) {
-        registerProxy();
-    }
-    ~ManagerProxy() { unregisterProxy(); }
-};
+using s5::bus::ManagerProxy;
 
 // Serves waiting threads in arrival order. Its mutex is held only inside
 // these functions, never while a caller owns the lock.
@@ -156,12 +149,6 @@ Link& link() {
     return *l;
 }
 
-bool is_connection_error(const std::string& name) {
-    return name == "org.freedesktop.DBus.Error.Disconnected" || name == "org.freedesktop.DBus.Error.NoServer" ||
-           name == "org.freedesktop.DBus.Error.NotConnected" || name == "System.Error.ENOTCONN" ||
-           name == "System.Error.ECONNRESET" || name == "System.Error.EPIPE" || name == "System.Error.ECHILD";
-}
-
 // What a failed call reports: the D-Bus error name and message.
 struct CallError {
     std::string name;
@@ -183,7 +170,7 @@ std::optional<CallError> run_on(Channel& ch, uint64_t timeout_us, const Call& ca
             return std::nullopt;
         } catch (const sdbus::Error& e) {
             err = {e.getName(), e.getMessage()};
-            if (attempt == 0 && is_connection_error(e.getName())) {
+            if (attempt == 0 && s5::err::classify_dbus_error(e.getName()) == s5::err::BusFailure::ConnectionLost) {
                 ch.drop();
                 continue;
             }
@@ -198,7 +185,7 @@ std::optional<CallError> run_on(Channel& ch, uint64_t timeout_us, const Call& ca
             if (attempt == 0 && e.getName() == "org.freedesktop.DBus.Error.NoReply" &&
                 static_cast<uint64_t>(waited.count()) < timeout_us / 2)
                 continue;
-            if (!ch.conn) err.name = kNoBusError;  // cannot reach the bus at all
+            if (!ch.conn) err.name = s5::err::kNoBusError;  // cannot reach the bus at all
             return err;
         } catch (const std::exception& e) {
             return CallError{"org.freedesktop.DBus.Error.Failed", e.what()};
@@ -240,10 +227,13 @@ constexpr const char* kProtocolError = "org.s5broker.Broker1.Error.ProtocolError
 }  // namespace
 
 AssociateOutcome broker_associate(const s5::wire::Endpoint& dst, const s5::wire::Endpoint* server,
-                                  uint32_t timeout_ms, bool nonblocking) {
+                                  uint32_t timeout_ms, bool nonblocking, size_t rendezvous_len) {
     std::map<std::string, sdbus::Variant> options;
     if (timeout_ms) options["timeout_ms"] = sdbus::Variant(timeout_ms);
     if (nonblocking) options["nonblocking"] = sdbus::Variant(true);
+    // Only when an IPv6 relay would not fit: every other call stays as small.
+    if (rendezvous_len < sizeof(sockaddr_in6))
+        options["rendezvous_len"] = sdbus::Variant(static_cast<uint32_t>(rendezvous_len));
     const std::vector<uint8_t> server_ip = server ? server->ip_bytes() : std::vector<uint8_t>{};
     const uint16_t server_port = server ? server->port : 0;
     // The broker answers within the association deadline; allow for the bus

@@ -15,6 +15,7 @@
 // connection on first use.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -41,8 +42,10 @@ struct AssociateOutcome {
 // With `nonblocking` the broker may answer at once with an empty relay: the
 // lease is pending and its fd will carry Ready or Lost; and the call does
 // not wait for other threads' calls (see above).
+// `rendezvous_len` is the caller's DstLen: the broker refuses (InvalidArgs,
+// before making a lease) when the relay would not fit it.
 AssociateOutcome broker_associate(const s5::wire::Endpoint& dst, const s5::wire::Endpoint* server,
-                                  uint32_t timeout_ms, bool nonblocking = false);
+                                  uint32_t timeout_ms, bool nonblocking = false, size_t rendezvous_len = SIZE_MAX);
 
 struct GetServerOutcome {
     bool ok = false;
@@ -54,7 +57,5 @@ struct GetServerOutcome {
 
 // GetServer(dst): the configured server an Associate without one would use.
 GetServerOutcome broker_get_server(const s5::wire::Endpoint& dst);
-
-inline constexpr const char* kNoBusError = "org.s5broker.Client.Error.NoBus";
 
 }  // namespace s5::client

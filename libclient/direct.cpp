@@ -384,8 +384,11 @@ Mode mode_from_env() {
 }
 
 bool broker_absent(const std::string& name) {
-    return name == kNoBusError || name == "org.freedesktop.DBus.Error.ServiceUnknown" ||
-           name == "org.freedesktop.DBus.Error.NameHasNoOwner";
+    // Not on the bus, or no bus to reach it on (a connection lost twice).
+    // A broker that failed to start, or refused, is not absent: that is its
+    // error to report, not a reason to go around it.
+    const auto f = s5::err::classify_dbus_error(name);
+    return f == s5::err::BusFailure::NotOnBus || f == s5::err::BusFailure::ConnectionLost;
 }
 
 DirectOutcome direct_start(int fd, const Endpoint& server_in, size_t dst_len, bool nonblocking) {

@@ -16,6 +16,7 @@
 #include "s5broker/socks5.h"
 #include "broker_link.hpp"
 #include "direct.hpp"
+#include "errors.hpp"
 
 namespace {
 
@@ -184,7 +185,9 @@ TEST(DirectMode, ModeFromTheEnvironment) {
 
 TEST(DirectMode, OnlyAnAbsentBrokerAllowsTheFallback) {
     using s5::client::broker_absent;
-    EXPECT_TRUE(broker_absent(s5::client::kNoBusError));
+    EXPECT_TRUE(broker_absent(std::string(s5::err::kNoBusError)));
+    EXPECT_TRUE(broker_absent("org.freedesktop.DBus.Error.Disconnected"));
+    EXPECT_FALSE(broker_absent("org.freedesktop.DBus.Error.Spawn.ChildExited"));
     EXPECT_TRUE(broker_absent("org.freedesktop.DBus.Error.ServiceUnknown"));
     EXPECT_TRUE(broker_absent("org.freedesktop.DBus.Error.NameHasNoOwner"));
     EXPECT_FALSE(broker_absent("org.s5broker.Broker1.Error.NoServer"));

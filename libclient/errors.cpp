@@ -68,43 +68,68 @@ Code from_connect_errno(int e) {
         case EHOSTUNREACH: return Code::ServerHostUnreachable;
         case ENETDOWN: return Code::ServerNetworkDown;
         case EADDRNOTAVAIL: return Code::ServerAddressNotAvailable;
+        // The server hung up mid-handshake (reset, as a killed one does):
+        // it failed, but sent nothing malformed (ProtocolError is for that),
+        // the same as a plain EOF there.
         case ECONNRESET:
-        case EPIPE: return Code::ProtocolError;  // server hung up mid-handshake
+        case EPIPE: return Code::ServerFailure;
         default: return Code::ServerFailure;
     }
 }
 
-Mapped from_dbus_name(std::string_view name) {
-    if (name.starts_with(kErrorPrefix)) {
-        std::string_view suffix = name.substr(kErrorPrefix.size());
-        for (const Info& i : kTable)
-            if (i.name == suffix) return {i.err, i.s5err};
-        return {ECONNREFUSED, S5_ESRVFAIL};  // a newer broker's unknown error
-    }
-    // The broker is not on the bus (not running, not activatable), or its
-    // activation failed: dbus-daemon's own Spawn.* errors, or the error
-    // systemd gave for the unit (org.freedesktop.systemd1.*: NoSuchUnit,
-    // UnitMasked, a start job that failed, e.g. on a bad configuration).
-    if (name.starts_with("org.freedesktop.DBus.Error.Spawn.") || name.starts_with("org.freedesktop.systemd1.") ||
-        name == "org.freedesktop.DBus.Error.ServiceUnknown" ||
-        name == "org.freedesktop.DBus.Error.NameHasNoOwner" ||
-        name == "org.freedesktop.DBus.Error.UnknownObject" ||
-        name == "org.freedesktop.DBus.Error.UnknownMethod" ||
-        name == "org.freedesktop.DBus.Error.UnknownInterface" ||
-        name == "org.freedesktop.DBus.Error.Disconnected")
-        return {ECONNREFUSED, S5_ENOSERV};
-    if (name == "org.freedesktop.DBus.Error.AccessDenied" ||
-        name == "org.freedesktop.DBus.Error.AuthFailed")
-        return {EACCES, 0};
+BusFailure classify_dbus_error(std::string_view name) {
+    if (name.starts_with(kErrorPrefix)) return BusFailure::Broker;
+    if (name == kNoBusError || name == "org.freedesktop.DBus.Error.ServiceUnknown" ||
+        name == "org.freedesktop.DBus.Error.NameHasNoOwner")
+        return BusFailure::NotOnBus;
+    // sd-bus's names for a connection that is gone (ENOTCONN, ECONNRESET,
+    // EPIPE; ECHILD after fork) and the bus daemon's for "not connected".
+    if (name == "org.freedesktop.DBus.Error.Disconnected" || name == "org.freedesktop.DBus.Error.NoServer" ||
+        name == "org.freedesktop.DBus.Error.NotConnected" || name == "System.Error.ENOTCONN" ||
+        name == "System.Error.ECONNRESET" || name == "System.Error.EPIPE" || name == "System.Error.ECHILD")
+        return BusFailure::ConnectionLost;
+    // dbus-daemon's own Spawn.* errors, or the error systemd gave for the
+    // unit (org.freedesktop.systemd1.*: NoSuchUnit, UnitMasked, a start job
+    // that failed, e.g. on a bad configuration).
+    if (name.starts_with("org.freedesktop.DBus.Error.Spawn.") || name.starts_with("org.freedesktop.systemd1."))
+        return BusFailure::ActivationFailed;
+    if (name == "org.freedesktop.DBus.Error.UnknownObject" || name == "org.freedesktop.DBus.Error.UnknownMethod" ||
+        name == "org.freedesktop.DBus.Error.UnknownInterface")
+        return BusFailure::NotTheBroker;
+    if (name == "org.freedesktop.DBus.Error.AccessDenied" || name == "org.freedesktop.DBus.Error.AuthFailed")
+        return BusFailure::AccessDenied;
     if (name == "org.freedesktop.DBus.Error.NoReply" || name == "org.freedesktop.DBus.Error.Timeout" ||
         name == "org.freedesktop.DBus.Error.TimedOut")
-        return {ETIMEDOUT, 0};
+        return BusFailure::Timeout;
     if (name == "org.freedesktop.DBus.Error.LimitsExceeded" || name == "org.freedesktop.DBus.Error.NoMemory")
-        return {ENOSPC, 0};
-    if (name == "org.freedesktop.DBus.Error.InvalidArgs") return {EINVAL, 0};
-    // Anything else (org.freedesktop.DBus.Error.Failed, a name no one
-    // documented): the broker failed to serve the call. Documented in
-    // socks5udp_associate(3), ERRORS.
+        return BusFailure::Limits;
+    if (name == "org.freedesktop.DBus.Error.InvalidArgs") return BusFailure::InvalidArgs;
+    return BusFailure::Other;
+}
+
+Mapped from_dbus_name(std::string_view name) {
+    switch (classify_dbus_error(name)) {
+        case BusFailure::Broker: {
+            std::string_view suffix = name.substr(kErrorPrefix.size());
+            for (const Info& i : kTable)
+                if (i.name == suffix) return {i.err, i.s5err};
+            return {ECONNREFUSED, S5_ESRVFAIL};  // a newer broker's unknown error
+        }
+        // No broker to ask: not running, not startable, not reachable, or
+        // not ours.
+        case BusFailure::ConnectionLost:
+        case BusFailure::NotOnBus:
+        case BusFailure::ActivationFailed:
+        case BusFailure::NotTheBroker: return {ECONNREFUSED, S5_ENOSERV};
+        case BusFailure::AccessDenied: return {EACCES, 0};
+        case BusFailure::Timeout: return {ETIMEDOUT, 0};
+        case BusFailure::Limits: return {ENOSPC, 0};
+        case BusFailure::InvalidArgs: return {EINVAL, 0};
+        case BusFailure::Other: break;
+    }
+    // org.freedesktop.DBus.Error.Failed, a name no one documented: the
+    // broker failed to serve the call. Documented in socks5udp_associate(3),
+    // ERRORS.
     return {EIO, S5_ESRVFAIL};
 }
 

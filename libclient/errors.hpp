@@ -52,6 +52,33 @@ Code from_rep(unsigned rep);                          // REP != 0 -> code
 // errno of a failed connect()/socket I/O to the SOCKS server -> code.
 Code from_connect_errno(int e);
 
+// ---- D-Bus error names, as a client of the broker sees them ----------------
+//
+// The one classification of an error name a call to the broker can end
+// with (libs5client and s5brokerctl both use it): ours, the bus daemon's
+// org.freedesktop.DBus.Error.*, sd-bus's System.Error.* for a dead
+// connection, systemd's for a failed activation, or kNoBus.
+
+// Made up by libs5client when it cannot reach the bus at all.
+inline constexpr std::string_view kNoBusError = "org.s5broker.Client.Error.NoBus";
+
+enum class BusFailure {
+    Broker,            // org.s5broker.Broker1.Error.*: the broker's answer
+    ConnectionLost,    // our bus connection died, and the call with it:
+                       // worth once more on a new connection; if that fails
+                       // too, the bus is unreachable (as NotOnBus)
+    NotOnBus,          // no broker: its name has no owner, or no bus (kNoBus)
+    ActivationFailed,  // the bus or systemd could not start the broker
+    NotTheBroker,      // the name's owner lacks our object, interface or method
+    AccessDenied,      // the bus policy (or the broker) refused the caller
+    Timeout,           // no reply in time
+    Limits,            // the bus daemon's limits or memory
+    InvalidArgs,       // the call was malformed
+    Other,             // anything else: the broker failed to serve the call
+};
+
+BusFailure classify_dbus_error(std::string_view name);
+
 // What the library reports for a D-Bus error name it received (any name:
 // ours, org.freedesktop.DBus.Error.*, or unknown).
 struct Mapped { int err; int s5err; };

@@ -155,6 +155,37 @@ TEST(Errors, ActivationFailuresMeanNoBroker) {
     }
 }
 
+// One classification serves the library's errno mapping, its fallback to
+// direct mode and its reconnect, and s5brokerctl: they cannot disagree.
+TEST(Errors, OneClassificationOfBusErrors) {
+    using s5::err::BusFailure;
+    using s5::err::classify_dbus_error;
+    EXPECT_EQ(classify_dbus_error("org.s5broker.Broker1.Error.Timeout"), BusFailure::Broker);
+    EXPECT_EQ(classify_dbus_error(s5::err::kNoBusError), BusFailure::NotOnBus);
+    EXPECT_EQ(classify_dbus_error("org.freedesktop.DBus.Error.ServiceUnknown"), BusFailure::NotOnBus);
+    EXPECT_EQ(classify_dbus_error("org.freedesktop.DBus.Error.NameHasNoOwner"), BusFailure::NotOnBus);
+    for (const char* n : {"org.freedesktop.DBus.Error.Disconnected", "org.freedesktop.DBus.Error.NoServer",
+                          "org.freedesktop.DBus.Error.NotConnected", "System.Error.ENOTCONN", "System.Error.ECONNRESET",
+                          "System.Error.EPIPE", "System.Error.ECHILD"})
+        EXPECT_EQ(classify_dbus_error(n), BusFailure::ConnectionLost) << n;
+    EXPECT_EQ(classify_dbus_error("org.freedesktop.DBus.Error.Spawn.ChildExited"), BusFailure::ActivationFailed);
+    EXPECT_EQ(classify_dbus_error("org.freedesktop.systemd1.UnitMasked"), BusFailure::ActivationFailed);
+    EXPECT_EQ(classify_dbus_error("org.freedesktop.DBus.Error.UnknownObject"), BusFailure::NotTheBroker);
+    EXPECT_EQ(classify_dbus_error("org.freedesktop.DBus.Error.UnknownMethod"), BusFailure::NotTheBroker);
+    EXPECT_EQ(classify_dbus_error("org.freedesktop.DBus.Error.AuthFailed"), BusFailure::AccessDenied);
+    EXPECT_EQ(classify_dbus_error("org.freedesktop.DBus.Error.TimedOut"), BusFailure::Timeout);
+    EXPECT_EQ(classify_dbus_error("org.freedesktop.DBus.Error.NoMemory"), BusFailure::Limits);
+    EXPECT_EQ(classify_dbus_error("org.freedesktop.DBus.Error.Failed"), BusFailure::Other);
+    // A connection that stayed lost (the bus daemon is gone) means no broker
+    // to ask, as an absent one: ECONNREFUSED with S5_ENOSERV.
+    const Mapped m = from_dbus_name("org.freedesktop.DBus.Error.Disconnected");
+    EXPECT_EQ(m.err, ECONNREFUSED);
+    EXPECT_EQ(m.s5err, S5_ENOSERV);
+    const Mapped nb = from_dbus_name(s5::err::kNoBusError);
+    EXPECT_EQ(nb.err, ECONNREFUSED);
+    EXPECT_EQ(nb.s5err, S5_ENOSERV);
+}
+
 TEST(Errors, ConnectErrnoMapsToSameErrno) {
     // The broker's own connect failure is reported with the errno it saw and
     // no SOCKS-specific code (design.md §3).
@@ -163,8 +194,9 @@ TEST(Errors, ConnectErrnoMapsToSameErrno) {
         EXPECT_EQ(i.err, e) << std::strerror(e);
         EXPECT_EQ(i.s5err, 0) << std::strerror(e);
     }
-    EXPECT_EQ(from_connect_errno(ECONNRESET), Code::ProtocolError);
-    EXPECT_EQ(from_connect_errno(EPIPE), Code::ProtocolError);
+    // A server killed mid-handshake failed; it sent nothing malformed.
+    EXPECT_EQ(from_connect_errno(ECONNRESET), Code::ServerFailure);
+    EXPECT_EQ(from_connect_errno(EPIPE), Code::ServerFailure);
     EXPECT_EQ(from_connect_errno(EIO), Code::ServerFailure);
 }
 

@@ -107,7 +107,6 @@ int check_stream_socket(int s, int type) {
 int fail_renewing() { return fail(EAGAIN, S5_ERENEWING); }
 
 int fail_mapped(const std::string& error_name) {
-    if (error_name == s5::client::kNoBusError) return fail(ECONNREFUSED, S5_ENOSERV);
     auto m = s5::err::from_dbus_name(error_name);
     return fail(m.err, m.s5err);
 }
@@ -208,7 +207,7 @@ S5_EXPORT int socks5udp_associate(int Socket, const struct sockaddr* Dst, size_t
             if (!Svr) return fail(ENOENT, S5_ENOSERV);
             return finish_direct(Socket, s5::client::direct_start(Socket, svr, DstLen, nonblocking), Dst);
         }
-        auto r = s5::client::broker_associate(dst, Svr ? &svr : nullptr, 0, nonblocking);
+        auto r = s5::client::broker_associate(dst, Svr ? &svr : nullptr, 0, nonblocking, DstLen);
         if (!r.ok) {
             if (mode == s5::client::Mode::Auto && Svr && s5::client::broker_absent(r.error_name))
                 return finish_direct(Socket, s5::client::direct_start(Socket, svr, DstLen, nonblocking), Dst);
@@ -219,8 +218,8 @@ S5_EXPORT int socks5udp_associate(int Socket, const struct sockaddr* Dst, size_t
         size_t rvlen = 0;
         if (!r.pending) {
             rvlen = r.relay.to_sockaddr(rv);
-            // The rendezvous must fit the caller's buffer; if not, the lease
-            // is dropped (closing its fd releases it in the broker).
+            // The broker skipped servers whose relay would not fit DstLen;
+            // checked again all the same (closing the fd releases the lease).
             if (rvlen == 0 || rvlen > DstLen) return fail(EINVAL, 0);
         }
 

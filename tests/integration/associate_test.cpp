@@ -598,7 +598,19 @@ TEST_F(Associate, SendtoDuringARenewalIsEAGAINUntilRenewed) {
     EXPECT_EQ(echo_via_library(rv, target, "after"), "after");
 }
 
+// Every pool of the suite at its target (the servers that can be up are;
+// "badpw" and "closed" stay down and make no association), so that
+// associations_made moves only for what a test does.
+bool pools_settled() {
+    for (const char* name : {"plain", "plain6", "auth"}) {
+        auto p = env->client->object(std::string("/org/s5broker/Broker1/server/") + name);
+        if (p->getProperty("PoolIdle").onInterface("org.s5broker.Broker1.Server").get<uint32_t>() != 2) return false;
+    }
+    return true;
+}
+
 TEST_F(Associate, StatisticsCount) {
+    ASSERT_TRUE(eventually(pools_settled));
     auto before = env->client->statistics();
     {
         Fd s(tcp_socket());
@@ -607,11 +619,39 @@ TEST_F(Associate, StatisticsCount) {
         ASSERT_EQ(socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
     }
     EXPECT_TRUE(eventually([] { return env->client->lease_count() == 0; }));
+    // The pool refills what it handed out: exactly one new association.
+    ASSERT_TRUE(eventually(pools_settled));
     auto after = env->client->statistics();
-    // associations_made also counts pool refills, which run on their own time.
-    EXPECT_GE(after["associations_made"], before["associations_made"]);
+    EXPECT_EQ(after["associations_made"], before["associations_made"] + 1);
+    EXPECT_EQ(after["served_from_pool"], before["served_from_pool"] + 1);
     EXPECT_EQ(after["leases_granted"], before["leases_granted"] + 1);
     EXPECT_EQ(after["leases_released"], before["leases_released"] + 1);
+}
+
+// An IPv6 relay does not fit an IPv4-sized Dst: the broker says so before it
+// makes a lease (nothing granted, nothing taken from the pool).
+TEST_F(Associate, RendezvousThatCannotFitDstLenFailsBeforeALease) {
+    ASSERT_TRUE(eventually(pools_settled));
+    auto before = env->client->statistics();
+    Fd s(tcp_socket(AF_INET6));
+    size_t svrlen = 0;
+    auto svr = sockaddr_of("::1", env->plain.port(), &svrlen);
+    auto dst = sockaddr_of("127.0.0.1", env->echo.port());
+    errno = 0;
+    EXPECT_EQ(socks5udp_associate(s.get(), sa(dst), sizeof(sockaddr_in), sa(svr), svrlen), -1);
+    EXPECT_EQ(errno, EINVAL);
+    auto after = env->client->statistics();
+    EXPECT_EQ(after["leases_granted"], before["leases_granted"]);
+    EXPECT_EQ(after["served_from_pool"], before["served_from_pool"]);
+    // The socket is untouched: still the application's TCP socket.
+    int type = 0;
+    socklen_t tlen = sizeof type;
+    ASSERT_EQ(getsockopt(s.get(), SOL_SOCKET, SO_TYPE, &type, &tlen), 0);
+    EXPECT_EQ(type, SOCK_STREAM);
+    // With room for it, the same call succeeds.
+    sockaddr_storage big = dst;
+    ASSERT_EQ(socks5udp_associate(s.get(), sa(big), sizeof big, sa(svr), svrlen), 0) << std::strerror(errno);
+    EXPECT_EQ(big.ss_family, AF_INET6);
 }
 
 }  // namespace
