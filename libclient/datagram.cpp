@@ -1,4 +1,5 @@
 #include "datagram.hpp"
+#include "process_global.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -47,14 +48,7 @@ int sockopt_int(int fd, int opt, int& value) {
 
 // ---- SocketCache ---------------------------------------------------------------
 
-SocketCache& SocketCache::global() {
-    static SocketCache* c = [] {
-        auto* p = new SocketCache;
-        pthread_atfork([] { global().lock(); }, [] { global().unlock(); }, [] { global().unlock(); });
-        return p;
-    }();
-    return *c;
-}
+SocketCache& SocketCache::global() { return process_global<SocketCache>(); }
 
 int SocketCache::check(int fd) {
     {

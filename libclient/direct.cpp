@@ -1,4 +1,5 @@
 #include "direct.hpp"
+#include "process_global.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -257,14 +258,10 @@ Progress run_blocking(int fd, Conn& c) {
 // Non-blocking associations in progress, by descriptor and socket identity.
 class Pending {
 public:
-    static Pending& global() {
-        static Pending* t = [] {
-            auto* p = new Pending;
-            pthread_atfork([] { global().m_.lock(); }, [] { global().m_.unlock(); }, [] { global().m_.unlock(); });
-            return p;
-        }();
-        return *t;
-    }
+    static Pending& global() { return process_global<Pending>(); }
+    // For process_global's fork handlers.
+    void lock() { m_.lock(); }
+    void unlock() { m_.unlock(); }
 
     bool contains(int fd) {
         struct stat st;

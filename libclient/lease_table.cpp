@@ -1,4 +1,5 @@
 #include "lease_table.hpp"
+#include "process_global.hpp"
 
 #include <netinet/in.h>
 #include <pthread.h>
@@ -49,14 +50,7 @@ Endpoint normalized(const Endpoint& e) {
     return out;
 }
 
-LeaseTable& LeaseTable::global() {
-    static LeaseTable* t = [] {
-        auto* p = new LeaseTable;
-        pthread_atfork([] { global().lock(); }, [] { global().unlock(); }, [] { global().unlock(); });
-        return p;
-    }();
-    return *t;
-}
+LeaseTable& LeaseTable::global() { return process_global<LeaseTable>(); }
 
 LeaseTable::Lease& LeaseTable::insert_locked(int fd, const struct stat& st) {
     remove_locked(fd);

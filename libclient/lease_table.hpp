@@ -64,8 +64,8 @@ struct EndpointHash {
 
 class LeaseTable {
 public:
-    // The table the C API uses. Never destroyed; a pthread_atfork handler
-    // holds its lock across fork() so a child never inherits it locked.
+    // The table the C API uses (process_global.hpp: never destroyed, its
+    // lock held across fork()).
     static LeaseTable& global();
 
     LeaseTable() = default;
@@ -119,7 +119,7 @@ public:
 
     size_t size() const;
 
-    // For pthread_atfork.
+    // For process_global's fork handlers.
     void lock() { m_.lock(); }
     void unlock() { m_.unlock(); }
 
