@@ -1,6 +1,6 @@
 // What every object's bus glue shares: the object paths and interface
 // names, D-Bus errors from s5::err codes (the one place they are mapped is
-// libclient/errors.cpp), and the guards that make every handler answer
+// protocol/errors.cpp), and the guards that make every handler answer
 // instead of letting an exception unwind into libsystemd's C frames
 // (sdbus-c++ 1.2.0 only turns sdbus::Error into a reply).
 #pragma once

@@ -1,5 +1,5 @@
 // libFuzzer target: arbitrary bytes as the server side of a SOCKS5 UDP
-// ASSOCIATE handshake (libclient/handshake.hpp, libclient/wire.hpp).
+// ASSOCIATE handshake (protocol/handshake.hpp, protocol/wire.hpp).
 //
 // Input layout (so seeds stay readable):
 //   byte 0      options: bit0 credentials, bit1 pipelined, bit2 request DST

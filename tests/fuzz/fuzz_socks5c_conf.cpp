@@ -1,4 +1,4 @@
-// libFuzzer target: s5::socks5c::parse (libclient/socks5c_conf.hpp) on
+// libFuzzer target: s5::socks5c::parse (protocol/socks5c_conf.hpp) on
 // arbitrary text, the whole input being the file. It must never crash,
 // throw, leak or loop; an error names the file and a line within the input,
 // on one line; an accepted file satisfies what socks5c_conf.hpp promises,
