@@ -29,7 +29,17 @@ std::set<gid_t> resolve_groups(const std::vector<std::string>& names, std::vecto
 }
 
 ConfigLoader::ConfigLoader(EventLoop& loop, std::string path, std::string credentials_dir, Apply apply)
-    : loop_(loop), path_(std::move(path)), credentials_dir_(std::move(credentials_dir)), apply_(std::move(apply)) {
+    : ConfigLoader(
+          loop,
+          [path = std::move(path), credentials_dir = std::move(credentials_dir)] {
+              LoadedConfig out{s5::config::load(path, credentials_dir), {}, {}};
+              if (out.config.ok()) out.allowed_gids = resolve_groups(out.config.value->allowed_groups, out.warnings);
+              return out;
+          },
+          std::move(apply)) {}
+
+ConfigLoader::ConfigLoader(EventLoop& loop, Read read, Apply apply)
+    : loop_(loop), read_(std::move(read)), apply_(std::move(apply)) {
     wake_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_) throw std::system_error(errno, std::generic_category(), "eventfd");
     wake_watch_ = IoWatch(loop_, wake_.get(), EPOLLIN, [this](uint32_t) { finished(); });
@@ -39,11 +49,7 @@ ConfigLoader::~ConfigLoader() {
     if (worker_.joinable()) worker_.join();
 }
 
-LoadedConfig ConfigLoader::load_now() const {
-    LoadedConfig out{s5::config::load(path_, credentials_dir_), {}, {}};
-    if (out.config.ok()) out.allowed_gids = resolve_groups(out.config.value->allowed_groups, out.warnings);
-    return out;
-}
+LoadedConfig ConfigLoader::load_now() const { return read_(); }
 
 void ConfigLoader::load(Done done) {
     (running_ ? next_ : current_).push_back(std::move(done));

@@ -40,7 +40,12 @@ public:
     using Apply = std::function<std::optional<std::string>(LoadedConfig&)>;
     // Each caller's answer: why nothing was changed, or nullopt.
     using Done = std::function<void(const std::optional<std::string>&)>;
+    // What the worker runs: reads and validates (may block).
+    using Read = std::function<LoadedConfig()>;
+    // Reads `path` (config::load, then allowed_groups resolved).
     ConfigLoader(EventLoop& loop, std::string path, std::string credentials_dir, Apply apply);
+    // Runs `read` instead (tests: a read that blocks until they say so).
+    ConfigLoader(EventLoop& loop, Read read, Apply apply);
     ~ConfigLoader();   // waits for a running load (it only reads files)
     ConfigLoader(const ConfigLoader&) = delete;
     ConfigLoader& operator=(const ConfigLoader&) = delete;
@@ -55,7 +60,7 @@ private:
     void finished();
 
     EventLoop& loop_;
-    std::string path_, credentials_dir_;
+    Read read_;
     Apply apply_;
     s5::UniqueFd wake_;                    // eventfd: the worker is done
     IoWatch wake_watch_;
