@@ -99,10 +99,7 @@ Association::Association(EventLoop& loop, const s5::config::Server& server, cons
     if (durable_) durable_->put(slot_, state::encode(record()));
 }
 
-Association::~Association() {
-    if (creds_) explicit_bzero(creds_->password.data(), creds_->password.size());
-    forget_durable();
-}
+Association::~Association() { forget_durable(); }
 
 state::AssociationRecord Association::record() const {
     return {id_, server_name_, server_, relay_, source_, usec(ready_since_)};
@@ -291,7 +288,6 @@ void Association::on_readable() {
         }
         if (!step.send.empty()) {
             out_.insert(out_.end(), step.send.begin(), step.send.end());
-            explicit_bzero(step.send.data(), step.send.size());
             if (!flush()) return;
         }
         if (step.done) {

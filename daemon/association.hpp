@@ -102,7 +102,7 @@ private:
     IoWatch watch_;
     Timer deadline_;
     std::optional<s5::proto::Handshake> hs_;
-    std::vector<uint8_t> out_;                   // pending bytes to the server
+    s5::SecretBytes out_;                        // pending bytes to the server (may hold the password)
     s5::wire::Endpoint relay_;
     s5::wire::Endpoint source_;
     Clock::time_point ready_since_{};

@@ -556,8 +556,11 @@ std::optional<std::string> directory_exposure(const std::string& file) {
 // Reads a private file whole. Errors go to `error_path`; when that is a JSON
 // path rather than the file itself, `name_file` puts the file name in the
 // reason. fstat() on the open descriptor checks the very file that is read.
-std::string read_private_file(const std::string& file, std::string_view error_path, bool name_file,
-                              size_t max_bytes) {
+// Reads straight into `Buffer` (std::string for the configuration, secret
+// memory for a password: no other copy is made on the way, not even on the
+// stack).
+template <typename Buffer>
+Buffer read_private_file(const std::string& file, std::string_view error_path, bool name_file, size_t max_bytes) {
     const std::string named = name_file ? file : "";
     const std::string subject = name_file ? file + " " : "";
     const std::string too_large = subject + "is larger than " + std::to_string(max_bytes) + " bytes";
@@ -576,27 +579,31 @@ std::string read_private_file(const std::string& file, std::string_view error_pa
     if (auto why = exposure(st)) fail(error_path, subject + *why);
     if (static_cast<uint64_t>(st.st_size) > max_bytes) fail(error_path, too_large);
 
-    std::string text;
-    text.reserve(static_cast<size_t>(st.st_size));
-    char buf[4096];
+    // One byte more than the limit: a file that grew since fstat() past
+    // it is seen as too large, not cut short. Sized once, never regrown.
+    Buffer text;
+    text.resize(max_bytes + 1);
+    size_t len = 0;
     for (;;) {
-        const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        const ssize_t n = ::read(fd.get(), text.data() + len, text.size() - len);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) fail_read(error_path, named, errno);
         if (n == 0) break;
-        text.append(buf, static_cast<size_t>(n));
-        // The file may have grown since fstat().
-        if (text.size() > max_bytes) fail(error_path, too_large);
+        len += static_cast<size_t>(n);
+        if (len > max_bytes) fail(error_path, too_large);
     }
+    text.resize(len);
     return text;
 }
 
 // Editors and `echo` end a file with a newline that is not part of the
 // password; exactly one is removed so a password may still end in "\n".
-void strip_final_newline(std::string& s) {
-    if (s.ends_with("\r\n"))
+template <typename Chars>
+void strip_final_newline(Chars& s) {
+    const std::string_view v(s.data(), s.size());
+    if (v.ends_with("\r\n"))
         s.resize(s.size() - 2);
-    else if (s.ends_with('\n'))
+    else if (v.ends_with('\n'))
         s.pop_back();
 }
 
@@ -607,12 +614,13 @@ void load_password(Server& s, std::string_view path, const std::string& credenti
         if (credentials_dir.empty()) fail(path, "required (or a systemd credential named " + in_quotes(s.name) + ")");
         file = credentials_dir + "/" + s.name;  // the name has no '/' (see valid_server_name)
     }
-    std::string password = read_private_file(file, path, true, kMaxPasswordFileBytes);
+    using SecretChars = std::vector<char, s5::SecretAllocator<char>>;
+    auto password = read_private_file<SecretChars>(file, path, true, kMaxPasswordFileBytes);
     strip_final_newline(password);
     if (password.empty()) fail(path, file + " holds an empty password");
     if (password.size() > kMaxPasswordBytes)
         fail(path, file + " holds a password longer than " + std::to_string(kMaxPasswordBytes) + " bytes");
-    s.auth.password = std::move(password);
+    s.auth.password = s5::Secret(std::move(password));
 }
 
 }  // namespace
@@ -686,7 +694,7 @@ void check_client_groups(const Config& c) {
 
 Result<Config> load(const std::string& path, const std::string& credentials_dir) {
     try {
-        Config c = parse_document(read_private_file(path, path, false, kMaxConfigBytes));
+        Config c = parse_document(read_private_file<std::string>(path, path, false, kMaxConfigBytes));
         check_client_groups(c);
         for (size_t i = 0; i < c.servers.size(); ++i) {
             Server& s = c.servers[i];

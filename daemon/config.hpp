@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "secret.hpp"
 #include "wire.hpp"
 
 namespace s5::config {
@@ -30,7 +31,7 @@ struct Auth {
     AuthMethod method = AuthMethod::None;
     std::string username;                   // Username only
     std::string password_file;              // as configured; may be empty (credential)
-    std::string password;                   // filled by load(), never logged
+    Secret password;                        // filled by load(), never logged
 };
 
 struct Server {

@@ -286,7 +286,7 @@ TEST(GoodConfig, DesignExampleParses) {
     EXPECT_EQ(corp.auth.method, AuthMethod::Username);
     EXPECT_EQ(corp.auth.username, "app");
     EXPECT_EQ(corp.auth.password_file, "/etc/s5broker/corp.pw");
-    EXPECT_EQ(corp.auth.password, "");  // parse() reads no files
+    EXPECT_EQ(corp.auth.password.view(), "");  // parse() reads no files
     EXPECT_FALSE(corp.relay_address_override.has_value());
     EXPECT_FALSE(corp.pipelining);
 
@@ -713,7 +713,7 @@ TEST_F(Load, PasswordFileReadAndNewlineStripped) {
     const std::string pw = write("corp.pw", std::string(kSecret) + "\n", 0600);
     const Result<Config> r = load(write_config(pw), "");
     ASSERT_TRUE(r.ok()) << r.error.to_string();
-    EXPECT_EQ(r.value->servers[0].auth.password, kSecret);
+    EXPECT_EQ(r.value->servers[0].auth.password.view(), kSecret);
     EXPECT_EQ(r.value->servers[0].auth.password_file, pw);
 }
 
@@ -721,21 +721,21 @@ TEST_F(Load, CrLfStripped) {
     const std::string pw = write("corp.pw", std::string(kSecret) + "\r\n", 0400);
     const Result<Config> r = load(write_config(pw), "");
     ASSERT_TRUE(r.ok()) << r.error.to_string();
-    EXPECT_EQ(r.value->servers[0].auth.password, kSecret);
+    EXPECT_EQ(r.value->servers[0].auth.password.view(), kSecret);
 }
 
 TEST_F(Load, OnlyOneNewlineStripped) {
     const std::string pw = write("corp.pw", std::string(kSecret) + "\n\n", 0600);
     const Result<Config> r = load(write_config(pw), "");
     ASSERT_TRUE(r.ok()) << r.error.to_string();
-    EXPECT_EQ(r.value->servers[0].auth.password, std::string(kSecret) + "\n");
+    EXPECT_EQ(r.value->servers[0].auth.password.view(), std::string(kSecret) + "\n");
 }
 
 TEST_F(Load, NoNewlineKeptAsIs) {
     const std::string pw = write("corp.pw", kSecret, 0600);
     const Result<Config> r = load(write_config(pw), "");
     ASSERT_TRUE(r.ok()) << r.error.to_string();
-    EXPECT_EQ(r.value->servers[0].auth.password, kSecret);
+    EXPECT_EQ(r.value->servers[0].auth.password.view(), kSecret);
 }
 
 TEST_F(Load, WorldReadablePasswordFileRefused) {
@@ -783,7 +783,7 @@ TEST_F(Load, CredentialDirectoryLookup) {
     write("corp", std::string(kSecret) + "\n", 0400);
     const Result<Config> r = load(write_config(""), dir_);
     ASSERT_TRUE(r.ok()) << r.error.to_string();
-    EXPECT_EQ(r.value->servers[0].auth.password, kSecret);
+    EXPECT_EQ(r.value->servers[0].auth.password.view(), kSecret);
     EXPECT_EQ(r.value->servers[0].auth.password_file, "");  // as configured
 }
 
@@ -792,7 +792,7 @@ TEST_F(Load, PasswordFileWinsOverCredential) {
     const std::string pw = write("corp.pw", "from-file", 0600);
     const Result<Config> r = load(write_config(pw), dir_);
     ASSERT_TRUE(r.ok()) << r.error.to_string();
-    EXPECT_EQ(r.value->servers[0].auth.password, "from-file");
+    EXPECT_EQ(r.value->servers[0].auth.password.view(), "from-file");
 }
 
 TEST_F(Load, MissingCredential) {

@@ -65,8 +65,7 @@ state::Header Manager::state_header(uint64_t epoch) const {
 void Manager::forget_passwords(s5::config::Config& c) {
     // The pools hold their own copies; the manager keeps no password.
     for (auto& s : c.servers) {
-        explicit_bzero(s.auth.password.data(), s.auth.password.size());
-        s.auth.password.clear();
+        s.auth.password.clear();   // wiped (secret.hpp)
     }
 }
 

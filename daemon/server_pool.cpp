@@ -32,9 +32,8 @@ ServerPool::ServerPool(EventLoop& loop, const s5::config::Server& server, const 
       }),
       trim_timer_(loop, [this] { trim_surplus(); }) {}
 
-ServerPool::~ServerPool() {
-    if (!server_.auth.password.empty()) explicit_bzero(server_.auth.password.data(), server_.auth.password.size());
-}
+// The pool's copy of the password is wiped by its Secret (secret.hpp).
+ServerPool::~ServerPool() = default;
 
 void ServerPool::reconfigure(const s5::config::Config& config) {
     keepalive_ = config.keepalive;

@@ -35,23 +35,14 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::chrono::milliseconds kDefaultDeadline{10000};
 
-void wipe(std::vector<uint8_t>& v) {
-    if (!v.empty()) explicit_bzero(v.data(), v.size());
-    v.clear();
-}
-
-void wipe(std::string& s) {
-    if (!s.empty()) explicit_bzero(s.data(), s.size());
-    s.clear();
-}
-
 // One direct association under way.
 struct Conn {
     enum class Phase { Connecting, Handshaking };
     Phase phase = Phase::Connecting;
     std::optional<s5::proto::Credentials> creds;   // until the handshake takes them
     std::unique_ptr<s5::proto::Handshake> hs;
-    std::vector<uint8_t> out;                      // not yet sent (may hold the password)
+    s5::SecretBytes out;                           // not yet sent (may hold the password;
+                                                   // secret.hpp wipes it)
     size_t out_off = 0;
     Endpoint server;                               // as connected to (normalized)
     Endpoint source;                               // our side of the control connection, port 0
@@ -59,13 +50,6 @@ struct Conn {
     Conn() = default;
     Conn(const Conn&) = delete;
     Conn& operator=(const Conn&) = delete;
-    ~Conn() {
-        wipe(out);
-        if (creds) {
-            wipe(creds->password);
-            creds.reset();
-        }
-    }
 };
 
 struct Fail {
@@ -161,7 +145,6 @@ Progress advance(int fd, Conn& c) {
         c.source = *local;
         c.source.port = 0;
         c.hs = std::make_unique<s5::proto::Handshake>(std::move(c.creds), c.source, /*pipelined=*/false);
-        if (c.creds) wipe(c.creds->password);  // moved from; normally empty already
         c.creds.reset();
         c.out = c.hs->start();
         c.out_off = 0;
@@ -177,7 +160,7 @@ Progress advance(int fd, Conn& c) {
             }
             c.out_off += static_cast<size_t>(n);
         }
-        wipe(c.out);  // the RFC 1929 message carries the password
+        s5::SecretBytes().swap(c.out);  // sent: its memory goes back wiped
         c.out_off = 0;
 
         uint8_t buf[512];
@@ -187,13 +170,14 @@ Progress advance(int fd, Conn& c) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return waiting(Progress::Kind::WaitRead);
             return failed(from_io_errno(errno));
         }
-        if (n == 0) return failed(from_code(s5::err::Code::ProtocolError));  // hung up mid-handshake
+        // Hung up mid-handshake: the server failed (as the broker reports it),
+        // it sent nothing malformed.
+        if (n == 0) return failed(from_code(s5::err::Code::ServerFailure));
         auto step = c.hs->feed(std::span<const uint8_t>(buf, static_cast<size_t>(n)));
         if (step.failed) return failed(from_code(c.hs->error()));
         if (!step.send.empty()) {
             c.out = std::move(step.send);
             c.out_off = 0;
-            wipe(step.send);
             continue;
         }
         if (step.done) {
@@ -416,16 +400,13 @@ DirectOutcome direct_start(int fd, const Endpoint& server_in, size_t dst_len, bo
     }
 
     auto c = std::make_unique<Conn>();
-    // Credentials, read now. The password's buffer is made larger than the
-    // small-string buffer so every move hands over the one heap copy,
-    // which the handshake wipes.
+    // Credentials, read now; the password into secret memory (secret.hpp).
     if (const char* user = secure_getenv("SOCKS5_USERNAME"); user && *user) {
         const char* pass = secure_getenv("SOCKS5_PASSWORD");
         size_t ulen = strlen(user), plen = pass ? strlen(pass) : 0;
         if (ulen > 255 || plen == 0 || plen > 255) return outcome_errno(EINVAL);
         c->creds.emplace();
-        c->creds->password.reserve(256);
-        c->creds->password.assign(pass, plen);
+        c->creds->password = s5::Secret(std::string_view(pass, plen));
         c->creds->username.assign(user, ulen);
     }
 

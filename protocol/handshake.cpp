@@ -12,28 +12,26 @@ Handshake::Handshake(std::optional<Credentials> creds, wire::Endpoint request_ds
 Handshake::~Handshake() { wipe_credentials(); }
 
 void Handshake::wipe_credentials() {
-    // The password must not linger in freed heap memory (core dumps).
-    if (creds_) {
-        explicit_bzero(creds_->password.data(), creds_->password.size());
-        creds_.reset();
-    }
+    // Needed no more: Secret's memory is wiped as it goes (secret.hpp).
+    creds_.reset();
 }
 
-std::vector<uint8_t> Handshake::auth_message() {
-    auto msg = wire::encode_userpass(creds_->username, creds_->password);
+SecretBytes Handshake::auth_message() {
+    auto msg = wire::encode_userpass(creds_->username, creds_->password.view());
     wipe_credentials();
-    return msg ? std::move(*msg) : std::vector<uint8_t>{};
+    return msg ? std::move(*msg) : SecretBytes{};
 }
 
-std::vector<uint8_t> Handshake::start() {
-    if (creds_ && !wire::encode_userpass(creds_->username, creds_->password)) {
+SecretBytes Handshake::start() {
+    if (creds_ && !wire::userpass_fits(creds_->username, creds_->password.view())) {
         // Empty or longer than RFC 1929's 255 bytes: fail now rather than
         // send a greeting we cannot follow up.
         fail(err::Code::AuthFailed, "username or password is empty or longer than 255 bytes");
         return {};
     }
     offered_ = creds_ ? wire::kMethodUsername : wire::kMethodNone;
-    std::vector<uint8_t> out = wire::encode_greeting(offered_);
+    const std::vector<uint8_t> greeting = wire::encode_greeting(offered_);
+    SecretBytes out(greeting.begin(), greeting.end());
     state_ = State::AwaitMethod;
     if (pipelined_) {
         if (creds_) {
@@ -84,7 +82,10 @@ Handshake::Step Handshake::feed(std::span<const uint8_t> data) {
                     if (!pipelined_) step.send = auth_message();
                 } else {
                     state_ = State::AwaitReply;
-                    if (!pipelined_) step.send = wire::encode_udp_associate(request_dst_);
+                    if (!pipelined_) {
+                        auto req = wire::encode_udp_associate(request_dst_);
+                        step.send.assign(req.begin(), req.end());
+                    }
                 }
                 break;
             }

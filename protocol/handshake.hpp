@@ -15,13 +15,14 @@
 #include <vector>
 
 #include "errors.hpp"
+#include "secret.hpp"
 #include "wire.hpp"
 
 namespace s5::proto {
 
 struct Credentials {
     std::string username;
-    std::string password;
+    Secret password;
 };
 
 class Handshake {
@@ -29,7 +30,8 @@ public:
     enum class State { Idle, AwaitMethod, AwaitAuth, AwaitReply, Done, Failed };
 
     struct Step {
-        std::vector<uint8_t> send;        // bytes to write now (may be empty)
+        SecretBytes send;                 // bytes to write now (may be empty;
+                                          // may hold the password)
         bool done = false;                // reply received: relay() is valid
         bool failed = false;              // error() says why
     };
@@ -44,7 +46,7 @@ public:
     // First bytes to send. Must be called once, before feed(). Fails at
     // once (state() == Failed, nothing to send) when the credentials cannot
     // be encoded (empty, or longer than 255 bytes).
-    std::vector<uint8_t> start();
+    SecretBytes start();
     // Bytes received from the server; may be any fragment of the stream.
     Step feed(std::span<const uint8_t> data);
 
@@ -57,7 +59,7 @@ public:
 
 private:
     Step fail(err::Code code, std::string text);
-    std::vector<uint8_t> auth_message();
+    SecretBytes auth_message();
     void wipe_credentials();
 
     std::optional<Credentials> creds_;

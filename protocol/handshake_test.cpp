@@ -10,7 +10,8 @@ namespace {
 using s5::err::Code;
 using s5::proto::Credentials;
 using s5::proto::Handshake;
-using Bytes = std::vector<uint8_t>;
+// What the handshake sends is secret memory (it may hold the password).
+using Bytes = s5::SecretBytes;
 
 s5::wire::Endpoint src() { return *s5::wire::Endpoint::parse_ip("127.0.0.1", 0); }
 
@@ -37,7 +38,7 @@ TEST(Handshake, NoAuthSequence) {
 }
 
 TEST(Handshake, UsernameSequence) {
-    Handshake h(Credentials{"u", "pw"}, src(), false);
+    Handshake h(Credentials{"u", s5::Secret("pw")}, src(), false);
     EXPECT_EQ(h.start(), (Bytes{5, 1, 2}));
     auto s1 = h.feed(kMethodUser);
     EXPECT_EQ(s1.send, (Bytes{1, 1, 'u', 2, 'p', 'w'}));
@@ -47,7 +48,7 @@ TEST(Handshake, UsernameSequence) {
 }
 
 TEST(Handshake, PipelinedSendsEverythingAtOnce) {
-    Handshake h(Credentials{"u", "pw"}, src(), true);
+    Handshake h(Credentials{"u", s5::Secret("pw")}, src(), true);
     Bytes first = h.start();
     EXPECT_EQ(first, cat({{5, 1, 2}, {1, 1, 'u', 2, 'p', 'w'}, {5, 3, 0, 1, 127, 0, 0, 1, 0, 0}}));
     // All three replies in one segment.
@@ -57,7 +58,7 @@ TEST(Handshake, PipelinedSendsEverythingAtOnce) {
 }
 
 TEST(Handshake, ByteAtATime) {
-    Handshake h(Credentials{"u", "pw"}, src(), false);
+    Handshake h(Credentials{"u", s5::Secret("pw")}, src(), false);
     h.start();
     Bytes all = cat({kMethodUser, kAuthOk, kReplyOk});
     int sends = 0;
@@ -87,7 +88,7 @@ TEST(Handshake, EveryRepCodeFails) {
 }
 
 TEST(Handshake, AuthRejected) {
-    Handshake h(Credentials{"u", "wrong"}, src(), false);
+    Handshake h(Credentials{"u", s5::Secret("wrong")}, src(), false);
     h.start();
     h.feed(kMethodUser);
     auto s = h.feed(Bytes{1, 1});
@@ -127,8 +128,8 @@ TEST(Handshake, UnknownAtypInReply) {
 }
 
 TEST(Handshake, UnencodableCredentialsFailAtStart) {
-    for (auto creds : {Credentials{"", "pw"}, Credentials{"u", ""}, Credentials{std::string(256, 'u'), "pw"},
-                       Credentials{"u", std::string(256, 'p')}}) {
+    for (auto creds : {Credentials{"", s5::Secret("pw")}, Credentials{"u", s5::Secret("")}, Credentials{std::string(256, 'u'), s5::Secret("pw")},
+                       Credentials{"u", s5::Secret(std::string(256, 'p'))}}) {
         for (bool pipelined : {false, true}) {
             Handshake h(creds, src(), pipelined);
             EXPECT_TRUE(h.start().empty());

@@ -280,11 +280,15 @@ size_t Endpoint::to_sockaddr(sockaddr_storage& out) const {
 
 std::vector<uint8_t> encode_greeting(uint8_t method) { return {kVersion, 1, method}; }
 
-std::optional<std::vector<uint8_t>> encode_userpass(std::string_view user, std::string_view password) {
+bool userpass_fits(std::string_view user, std::string_view password) {
     // RFC 1929 length fields are one byte and 0 is not a valid length.
     auto fits = [](std::string_view s) { return !s.empty() && s.size() <= 255; };
-    if (!fits(user) || !fits(password)) return std::nullopt;
-    std::vector<uint8_t> out;
+    return fits(user) && fits(password);
+}
+
+std::optional<SecretBytes> encode_userpass(std::string_view user, std::string_view password) {
+    if (!userpass_fits(user, password)) return std::nullopt;
+    SecretBytes out;
     out.reserve(3 + user.size() + password.size());
     out.push_back(kAuthVersion);
     out.push_back(static_cast<uint8_t>(user.size()));

@@ -17,6 +17,8 @@
 struct sockaddr;
 struct sockaddr_storage;
 
+#include "secret.hpp"
+
 namespace s5::wire {
 
 inline constexpr uint8_t kVersion = 0x05;
@@ -65,7 +67,10 @@ std::vector<uint8_t> encode_greeting(uint8_t method);
 
 // RFC 1929: VER=1 | ULEN | UNAME | PLEN | PASSWD. nullopt when either field is
 // empty or longer than 255 bytes.
-std::optional<std::vector<uint8_t>> encode_userpass(std::string_view user, std::string_view password);
+// Whether RFC 1929 can carry them (1..255 bytes each).
+bool userpass_fits(std::string_view user, std::string_view password);
+// The RFC 1929 request, in secret memory (secret.hpp): it holds the password.
+std::optional<SecretBytes> encode_userpass(std::string_view user, std::string_view password);
 
 // VER | CMD=3 | RSV | ATYP | DST.ADDR | DST.PORT for UDP ASSOCIATE. `dst` is
 // the address the client will send from (design.md §7), not the target.

@@ -3,6 +3,10 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -277,13 +281,13 @@ TEST(Encode, Greeting) {
 TEST(Encode, UserPassLayout) {
     auto m = encode_userpass("app", "s3cret");
     ASSERT_TRUE(m);
-    EXPECT_EQ(*m, (Bytes{1, 3, 'a', 'p', 'p', 6, 's', '3', 'c', 'r', 'e', 't'}));
+    EXPECT_EQ(*m, (s5::SecretBytes{1, 3, 'a', 'p', 'p', 6, 's', '3', 'c', 'r', 'e', 't'}));
 }
 
 TEST(Encode, UserPassSingleBytes) {
     auto m = encode_userpass("u", "p");
     ASSERT_TRUE(m);
-    EXPECT_EQ(*m, (Bytes{1, 1, 'u', 1, 'p'}));
+    EXPECT_EQ(*m, (s5::SecretBytes{1, 1, 'u', 1, 'p'}));
 }
 
 TEST(Encode, UserPass255Accepted) {
@@ -307,6 +311,40 @@ TEST(Encode, UserPass256Rejected) {
     EXPECT_FALSE(encode_userpass(big, big));
 }
 
+TEST(Encode, UserPassFitsIsTheEncodersRule) {
+    EXPECT_TRUE(userpass_fits("u", "p"));
+    EXPECT_TRUE(userpass_fits(std::string(255, 'u'), std::string(255, 'p')));
+    EXPECT_FALSE(userpass_fits("", "p"));
+    EXPECT_FALSE(userpass_fits("u", std::string(256, 'p')));
+}
+
+// The RFC 1929 message lives in secret memory: wiped pages of its own,
+// excluded from core dumps (secret.hpp).
+TEST(Secret, AllocatorGivesDontDumpPagesOfItsOwn) {
+    s5::SecretBytes b(10, 0xAB);
+    const auto addr = reinterpret_cast<uintptr_t>(b.data());
+    EXPECT_EQ(addr % static_cast<uintptr_t>(sysconf(_SC_PAGESIZE)), 0u);
+    // /proc/self/smaps names the mapping's flags: "dd" is MADV_DONTDUMP.
+    std::ifstream smaps("/proc/self/smaps");
+    std::string line;
+    bool in_mapping = false, dontdump = false;
+    while (std::getline(smaps, line)) {
+        unsigned long lo = 0, hi = 0;
+        if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2) {   // a mapping's first line
+            in_mapping = addr >= lo && addr < hi;
+            continue;
+        }
+        if (in_mapping && line.starts_with("VmFlags:")) dontdump = line.find(" dd") != std::string::npos;
+    }
+    EXPECT_TRUE(dontdump);
+    s5::Secret a("pw"), c = a;
+    EXPECT_EQ(a, c);
+    EXPECT_NE(a.view().data(), c.view().data());   // a copy is a copy, in pages of its own
+    c.clear();
+    EXPECT_TRUE(c.empty());
+    EXPECT_EQ(a.view(), "pw");
+}
+
 TEST(Encode, UserPassEmptyRejected) {
     EXPECT_FALSE(encode_userpass("", "pw"));
     EXPECT_FALSE(encode_userpass("user", ""));
@@ -318,7 +356,7 @@ TEST(Encode, UserPassBinarySafe) {
     const std::string pw("a\0b", 3);
     auto m = encode_userpass("u", pw);
     ASSERT_TRUE(m);
-    EXPECT_EQ(*m, (Bytes{1, 1, 'u', 3, 'a', 0, 'b'}));
+    EXPECT_EQ(*m, (s5::SecretBytes{1, 1, 'u', 3, 'a', 0, 'b'}));
 }
 
 TEST(Encode, UdpAssociateIPv4) {

@@ -150,7 +150,7 @@ void check_decoders(std::span<const uint8_t> in) {
 
 struct Outcome {
     Handshake::State state;
-    std::vector<uint8_t> sent;
+    s5::SecretBytes sent;
     wire::Reply reply;
     s5::err::Code error;
     std::string error_text;
@@ -230,7 +230,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (with_creds) {
         // Lengths 1..255 (what config.cpp accepts), chosen by the top bits.
         static const size_t kLens[4] = {1, 7, 64, 255};
-        creds = Credentials{std::string(kLens[(opts >> 3) & 3], 'u'), std::string(kLens[(opts >> 5) & 3], 'p')};
+        creds = Credentials{std::string(kLens[(opts >> 3) & 3], 'u'), s5::Secret(std::string(kLens[(opts >> 5) & 3], 'p'))};
     }
 
     Outcome whole = drive(creds, dst, pipelined, stream, {});
@@ -256,9 +256,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // What was sent follows the protocol: greeting, [auth], request, and in
     // lock-step order unless pipelined.
     const auto greeting = wire::encode_greeting(with_creds ? wire::kMethodUsername : wire::kMethodNone);
-    const auto auth = creds ? *wire::encode_userpass(creds->username, creds->password) : std::vector<uint8_t>{};
+    const auto auth = creds ? *wire::encode_userpass(creds->username, creds->password.view()) : s5::SecretBytes{};
     const auto request = wire::encode_udp_associate(dst);
-    std::vector<uint8_t> all = greeting;
+    s5::SecretBytes all(greeting.begin(), greeting.end());
     all.insert(all.end(), auth.begin(), auth.end());
     all.insert(all.end(), request.begin(), request.end());
     const auto& sent = split.sent;
