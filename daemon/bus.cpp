@@ -32,7 +32,7 @@ Bus::Bus(sdbus::IConnection& conn, Manager& manager)
     manager_obj_ = make_manager_object(conn_, *this);
     for (const auto& [name, pool] : manager_.pools()) servers_[name] = make_server_object(conn_, *pool);
     // After a reconnection to the bus the leases are already there.
-    for (const auto& [id, lease] : manager_.leases()) leases_[id] = make_lease_object(conn_, *lease);
+    for (const auto& [id, lease] : manager_.leases()) leases_[id] = make_lease_object(conn_, *lease, creds_);
     manager_.set_observer(this);
 }
 
@@ -81,7 +81,7 @@ void Bus::flush_changes() {
 }
 
 void Bus::lease_added(Lease& lease) {
-    leases_[lease.id()] = make_lease_object(conn_, lease);
+    leases_[lease.id()] = make_lease_object(conn_, lease, creds_);
     lease_count_changed();
 }
 

@@ -87,6 +87,19 @@ BusCreds::~BusCreds() {
     sd_bus_unref(bus_);
 }
 
+const PeerCreds* BusCreds::current() const {
+    // sd-bus sets the current message for the whole dispatch, property
+    // getters included (sdbus-c++ tells its handlers only about methods).
+    sd_bus_message* m = sd_bus_get_current_message(bus_);
+    const char* sender = m ? sd_bus_message_get_sender(m) : nullptr;
+    return sender ? find(sender) : nullptr;
+}
+
+bool BusCreds::current_may_read(uid_t owner) const {
+    const PeerCreds* c = current();
+    return c && (c->uid == 0 || c->uid == owner);
+}
+
 const PeerCreds* BusCreds::find(const std::string& unique_name) const {
     auto it = known_.find(unique_name);
     return it == known_.end() ? nullptr : &it->second;

@@ -49,6 +49,12 @@ public:
     // The credentials of a sender whose call is being handled; nullptr only
     // for a sender the filter did not see (a peer-to-peer message).
     const PeerCreds* find(const std::string& unique_name) const;
+    // The sender of the message being dispatched (a method call, or the
+    // Properties.Get/GetAll a property getter runs for); nullptr outside a
+    // dispatch or for a sender the filter did not see.
+    const PeerCreds* current() const;
+    // Whether that sender may read what `owner` holds: the owner or root.
+    bool current_may_read(uid_t owner) const;
     // The name left the bus (NameOwnerChanged): forget it, drop held calls.
     void forget(const std::string& unique_name);
 

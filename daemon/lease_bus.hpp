@@ -10,6 +10,7 @@ namespace sdbus { class IConnection; }
 
 namespace s5d {
 
+class BusCreds;
 class Lease;
 class LeaseObject;
 struct LeaseObjectDeleter {
@@ -17,7 +18,9 @@ struct LeaseObjectDeleter {
 };
 using LeaseObjectPtr = std::unique_ptr<LeaseObject, LeaseObjectDeleter>;
 
-LeaseObjectPtr make_lease_object(sdbus::IConnection& conn, const Lease& lease);
+// Its properties answer only the lease's owner and root (`creds` tells who
+// is asking); anyone else gets AccessDenied.
+LeaseObjectPtr make_lease_object(sdbus::IConnection& conn, const Lease& lease, const BusCreds& creds);
 void announce_changed(LeaseObject& o);                 // state, server, relay, generation
 void announce_renewed(LeaseObject& o);                 // Renewed, then changed
 void announce_lost(LeaseObject& o, const std::string& why);

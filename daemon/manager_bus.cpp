@@ -202,8 +202,13 @@ private:
     }
     std::vector<sdbus::ObjectPath> Leases() override {
         return guarded("Leases", [&] {
+            // Each caller sees its own leases, root all of them (what a
+            // lease is, and where its relay is, is its owner's business).
             std::vector<sdbus::ObjectPath> v;
-            for (const auto& [id, l] : bus_.manager().leases()) v.emplace_back(l->path());
+            const PeerCreds* c = bus_.creds().current();
+            if (!c) return v;
+            for (const auto& [id, l] : bus_.manager().leases())
+                if (c->uid == 0 || c->uid == l->uid()) v.emplace_back(l->path());
             return v;
         });
     }

@@ -13,12 +13,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <span>
 #include <optional>
+#include <algorithm>
 #include <array>
 #include <sdbus-c++/sdbus-c++.h>
 
@@ -276,6 +279,39 @@ TEST_F(DaemonOnBus, SecondInstanceCannotOwnTheName) {
 
 // Returns the D-Bus error name of an Associate made as uid/gid, from a
 // child process ("" on success, "exit N" if the child failed otherwise).
+// Runs `body` in a child process as uid/gid (no supplementary groups) and
+// returns what it returned ("setuid failed" or "exit N" when it could not).
+std::string run_as(uid_t uid, gid_t gid, const std::function<std::string()>& body) {
+    int pfd[2];
+    if (pipe(pfd) != 0) return "pipe";
+    pid_t child = fork();
+    if (child == 0) {
+        ::close(pfd[0]);
+        std::string result = "setuid failed";
+        if (setgroups(0, nullptr) == 0 && setgid(gid) == 0 && setuid(uid) == 0) {
+            try {
+                result = body();
+            } catch (const sdbus::Error& e) {
+                result = e.getName() + ": " + e.getMessage();
+            } catch (const std::exception& e) {
+                result = e.what();
+            }
+        }
+        (void)!write(pfd[1], result.data(), result.size());
+        _exit(0);
+    }
+    ::close(pfd[1]);
+    std::string out;
+    char buf[256];
+    ssize_t n;
+    while ((n = read(pfd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    ::close(pfd[0]);
+    int st = 0;
+    waitpid(child, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return "exit " + std::to_string(st);
+    return out;
+}
+
 std::string associate_as(const PrivateBus& bus, uid_t uid, gid_t gid, uint16_t server_port) {
     int pfd[2];
     if (pipe(pfd) != 0) return "pipe";
@@ -344,6 +380,54 @@ TEST_F(DaemonOnBus, OnlyRootAndAllowedGroupsMayAssociate) {
     ASSERT_EQ(waitpid(child, &st, 0), child);
     EXPECT_EQ(WEXITSTATUS(st), 0) << "nobody's Release of root's lease was not refused with AccessDenied";
     EXPECT_EQ(client->lease_count(), 1u);
+}
+
+// What a lease is and where its relay is are its owner's business: another
+// user (allowed to associate, even) gets AccessDenied for every property of
+// it, also through GetAll, and does not find it in Leases; the owner reads
+// its own.
+TEST_F(DaemonOnBus, ALeaseIsReadableByItsOwnerAndRootOnly) {
+    write_file(broker->config_path(), R"({"servers": [)" + server_json("d", "127.0.0.1", danted.port()) +
+                                          R"(], "allowed_groups": ["nogroup"]})");
+    client->manager()->callMethod("Reload").onInterface(kManager);
+    auto roots = hold_lease();
+    const std::string root_path = roots.path;
+    const std::string seen = run_as(65534, 65534, [&]() -> std::string {
+        auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+        auto manager = sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1");
+        auto own = raw_associate(*manager, kLoopback, 7, kLoopback, danted.port());
+        if (!own.error.empty()) return "own Associate: " + own.error;
+        const char* li = "org.s5broker.Broker1.Lease";
+        auto mine = sdbus::createProxy(*conn, "org.s5broker.Broker1", own.path);
+        mine->getProperty("Relay").onInterface(li).get<sdbus::Struct<std::vector<uint8_t>, uint16_t>>();
+        std::map<std::string, sdbus::Variant> all;
+        mine->callMethod("GetAll").onInterface("org.freedesktop.DBus.Properties").withArguments(std::string(li)).storeResultsTo(all);
+        if (all.size() != 6) return "GetAll of its own lease gave " + std::to_string(all.size()) + " properties";
+        auto theirs = sdbus::createProxy(*conn, "org.s5broker.Broker1", root_path);
+        for (const char* prop : {"Relay", "Owner", "Server", "Generation", "Created", "State"}) {
+            try {
+                theirs->getProperty(prop).onInterface(li);
+                return std::string("read root's ") + prop;
+            } catch (const sdbus::Error& e) {
+                if (e.getName() != "org.freedesktop.DBus.Error.AccessDenied") return prop + (": " + e.getName());
+            }
+        }
+        try {
+            theirs->callMethod("GetAll").onInterface("org.freedesktop.DBus.Properties").withArguments(std::string(li)).storeResultsTo(all);
+            return "GetAll of root's lease";
+        } catch (const sdbus::Error& e) {
+            if (e.getName() != "org.freedesktop.DBus.Error.AccessDenied") return "GetAll: " + e.getName();
+        }
+        auto listed = manager->getProperty("Leases").onInterface(kManager).get<std::vector<sdbus::ObjectPath>>();
+        if (listed.size() != 1 || listed[0] != own.path) return "Leases lists " + std::to_string(listed.size());
+        // LeaseCount stays a plain count of all.
+        if (manager->getProperty("LeaseCount").onInterface(kManager).get<uint32_t>() != 2) return "LeaseCount";
+        return "ok";
+    });
+    EXPECT_EQ(seen, "ok");
+    // Root sees every lease (the child's ended with it).
+    auto listed = client->manager()->getProperty("Leases").onInterface(kManager).get<std::vector<sdbus::ObjectPath>>();
+    EXPECT_NE(std::find(listed.begin(), listed.end(), roots.path), listed.end());
 }
 
 TEST_F(DaemonOnBus, LeaseLimitsGiveQuotaExceeded) {
@@ -692,6 +776,115 @@ TEST(Policy, BusRefusesUnprivilegedAssociateAndAllowsRoot) {
     int st = 0;
     ASSERT_EQ(waitpid(child, &st, 0), child);
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "nobody could not read LeaseCount";
+}
+
+// The bus policy keeps a lease's Renewed and Lost (which name the relay)
+// from everyone but root. An outsider subscribed to every signal of the
+// broker sees the lease count change that follows a renewal, but not the
+// renewal; root's subscriber sees it. The broker's signals reach a
+// subscriber in the order they were sent, so waiting for the later one
+// settles it, with no clock.
+TEST(Policy, LeaseSignalsReachRootOnly) {
+    TempDir dir;
+    PrivateBus bus(dir, "dbus-system-policy.conf");
+    Danted d(dir), e(dir);
+    // Only the one server: a reload that drops d moves its lease to e.
+    auto config = [&](const char* to) {
+        return R"({"servers": [)" + server_json(to, "127.0.0.1", std::string(to) == "d" ? d.port() : e.port()) +
+               R"(], "routes": [{"destination": "0.0.0.0/0", "servers": [")" + to + R"("]}]})";
+    };
+    Broker broker(dir, bus, config("d"));
+    ASSERT_TRUE(broker.start()) << broker.log();
+    BusClient client(bus);
+    BusClient::SignalLog root_signals(bus);
+    auto held = raw_associate(*client.manager(), kLoopback, 7, {}, 0);
+    ASSERT_EQ(held.error, "");
+    int ready[2], result[2];
+    ASSERT_EQ(pipe(ready), 0);
+    ASSERT_EQ(pipe(result), 0);
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        ::close(ready[0]);
+        ::close(result[0]);
+        held.fd.reset();   // root's lease must end when root closes it
+        std::string out = "setuid failed";
+        if (setgroups(0, nullptr) == 0 && setgid(65534) == 0 && setuid(65534) == 0) {
+            try {
+                auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+                std::mutex m;
+                std::condition_variable cv;
+                std::vector<std::string> lease_signals;
+                bool count_zero = false;
+                std::vector<std::string> seen_any;
+                auto slot = conn->addMatch("type='signal',sender='org.s5broker.Broker1'", [&](sdbus::Message& msg) {
+                    std::lock_guard<std::mutex> g(m);
+                    seen_any.push_back(std::string(msg.getPath()) + " " + msg.getInterfaceName() + "." + msg.getMemberName());
+                    if (msg.getInterfaceName() == std::string("org.s5broker.Broker1.Lease")) {
+                        lease_signals.push_back(msg.getMemberName());
+                    } else if (msg.getMemberName() == std::string("PropertiesChanged") &&
+                               msg.getPath() == std::string("/org/s5broker/Broker1")) {
+                        try {
+                            std::string iface;
+                            std::map<std::string, sdbus::Variant> changed;
+                            msg >> iface >> changed;
+                            if (changed.count("LeaseCount") && changed["LeaseCount"].get<uint32_t>() == 0)
+                                count_zero = true;
+                        } catch (const std::exception& x) {
+                            seen_any.push_back(x.what());
+                        }
+                    }
+                    cv.notify_all();
+                });
+                conn->enterEventLoopAsync();
+                // The match is in place once a call made after it returns.
+                sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1")
+                    ->getProperty("LeaseCount").onInterface(kManager);
+                (void)!write(ready[1], "r", 1);
+                std::unique_lock<std::mutex> g(m);
+                if (!cv.wait_for(g, 30s, [&] { return count_zero; }))
+                {
+                    out = "never saw LeaseCount 0; saw:";
+                    for (const auto& x : seen_any) out += " [" + x + "]";
+                }
+                else
+                    out = lease_signals.empty() ? "ok" : "received " + lease_signals.front();
+                g.unlock();
+                conn->leaveEventLoop();
+            } catch (const sdbus::Error& err) {
+                out = err.getName();
+            }
+        }
+        (void)!write(result[1], out.data(), out.size());
+        _exit(0);
+    }
+    ::close(ready[1]);
+    ::close(result[1]);
+    char r = 0;
+    ASSERT_EQ(read(ready[0], &r, 1), 1) << "the outsider did not subscribe";
+    // Move the lease to e (Renewed), then end it (LeaseCount 0).
+    write_file(broker.config_path(), config("e"));
+    client.manager()->callMethod("Reload").onInterface(kManager);
+    auto lease = client.object(held.path);
+    ASSERT_TRUE(eventually([&] {
+        return lease->getProperty("Generation").onInterface("org.s5broker.Broker1.Lease").get<uint32_t>() == 2;
+    }));
+    ASSERT_TRUE(eventually([&] {
+        for (const auto& sig : root_signals.snapshot())
+            if (sig.member == "Renewed") return true;
+        return false;
+    })) << "root's subscriber did not see the renewal";
+    held.fd.reset();
+    EXPECT_TRUE(eventually([&] { return client.lease_count() == 0; })) << broker.log();
+    std::string out;
+    char buf[256];
+    ssize_t n;
+    while ((n = read(result[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    ::close(ready[0]);
+    ::close(result[0]);
+    int st = 0;
+    ASSERT_EQ(waitpid(child, &st, 0), child);
+    EXPECT_EQ(out, "ok");
 }
 
 TEST_F(DaemonOnBus, LogControlChangesTheLevelAtRunTime) {
