@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "fd_reserve.hpp"
+#include "local_listener.hpp"
 #include "peer_closed.hpp"
 #include "log.hpp"
 #include "pool_policy.hpp"
@@ -69,6 +70,7 @@ Association::Association(EventLoop& loop, const s5::config::Server& server, cons
       relay_override_(server.relay_address_override),
       server_name_(server.name),
       keepalive_(keepalive),
+      server_uid_(server.server_uid),
       pipelined_(server.pipelining),
       cb_(std::move(cb)),
       id_(id),
@@ -187,6 +189,26 @@ void Association::on_io(uint32_t revents) {
     }
 }
 
+bool Association::credentials_may_go_to_peer() {
+    // A server on this host: whoever listens there gets the password, so
+    // it must be root or the server_uid the configuration names (see
+    // local_listener.hpp). Nothing has been sent yet.
+    const auto who = local_peer_owner(fd_.get());
+    if (const auto* e = std::get_if<LookupError>(&who)) {
+        fail(Code::ServerFailure, "cannot tell who listens at " + server_.to_string() +
+                                      " (credentials not sent): " + errno_text(e->err));
+        return false;
+    }
+    if (const auto* o = std::get_if<LocalOwner>(&who); o && o->uid != 0 && (!server_uid_ || o->uid != *server_uid_)) {
+        fail(Code::ServerFailure,
+             "credentials not sent: " + server_.to_string() + " is a socket of uid " + std::to_string(o->uid) +
+                 (server_uid_ ? ", not root or server_uid " + std::to_string(*server_uid_)
+                              : ", not root (set server_uid if that user runs the server)"));
+        return false;
+    }
+    return true;
+}
+
 void Association::on_connected() {
     int err = 0;
     socklen_t len = sizeof err;
@@ -206,6 +228,7 @@ void Association::on_connected() {
     }
     source_ = *src;
     source_.port = 0;
+    if (creds_ && !credentials_may_go_to_peer()) return;
     // DST of the request = our own source IP with port 0: only datagrams
     // from this host can claim the association (docs/design.md §7).
     hs_.emplace(std::move(creds_), source_, pipelined_);

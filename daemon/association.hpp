@@ -80,6 +80,9 @@ private:
     void start_connect();
     void on_io(uint32_t revents);
     void on_connected();
+    // False (and failed) when the server is on this host and listens as a
+    // user the configuration does not trust with the password.
+    bool credentials_may_go_to_peer();
     void on_readable();
     bool flush();                               // false: failed, `this` may be gone
     void on_deadline();
@@ -94,6 +97,7 @@ private:
     std::string server_name_;
     s5::config::Keepalive keepalive_;
     std::optional<s5::proto::Credentials> creds_;
+    std::optional<uid_t> server_uid_;            // may listen locally, besides root
     bool pipelined_;
     Callbacks cb_;
     uint64_t id_;

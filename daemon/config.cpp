@@ -340,7 +340,7 @@ Auth parse_auth(const json& v, std::string_view path) {
 
 Server parse_server(const json& v, std::string_view path) {
     const json& obj =
-        object_with(v, path, {"name", "address", "port", "auth", "relay_address_override", "pipelining"});
+        object_with(v, path, {"name", "address", "port", "auth", "relay_address_override", "pipelining", "server_uid"});
     Server s;
 
     const std::string name_path = child(path, "name");
@@ -359,6 +359,9 @@ Server parse_server(const json& v, std::string_view path) {
     }
 
     if (const json* p = optional_field(obj, "pipelining")) s.pipelining = get_bool(*p, child(path, "pipelining"));
+    // (uid_t)-1 is "no user" to the kernel: not a uid to trust.
+    if (const json* u = optional_field(obj, "server_uid"))
+        s.server_uid = static_cast<uid_t>(get_uint(*u, child(path, "server_uid"), 0, 4294967294u));
     return s;
 }
 

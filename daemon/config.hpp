@@ -6,6 +6,8 @@
 // permission checks a daemon holding credentials owes its users.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -40,6 +42,9 @@ struct Server {
     Auth auth;
     std::optional<wire::Endpoint> relay_address_override;  // IP only (port 0)
     bool pipelining = false;                // send greeting+auth+request at once
+    // Who may listen at `endpoint` when it is on this host, besides root:
+    // credentials go to a local listener owned by root or by this uid only.
+    std::optional<uid_t> server_uid;
 };
 
 struct Prefix {

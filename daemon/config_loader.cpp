@@ -1,6 +1,8 @@
 #include "config_loader.hpp"
 
 #include <grp.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -28,12 +30,39 @@ std::set<gid_t> resolve_groups(const std::vector<std::string>& names, std::vecto
     return gids;
 }
 
+void warn_unguarded_local_servers(const s5::config::Config& c, std::vector<std::string>& warnings) {
+    std::vector<s5::wire::Endpoint> mine;
+    if (ifaddrs* all = nullptr; getifaddrs(&all) == 0) {
+        for (ifaddrs* i = all; i; i = i->ifa_next) {
+            if (!i->ifa_addr) continue;
+            const socklen_t len = i->ifa_addr->sa_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+            if (auto e = s5::wire::Endpoint::from_sockaddr(i->ifa_addr, len)) mine.push_back(*e);
+        }
+        freeifaddrs(all);
+    }
+    auto local = [&](const s5::wire::Endpoint& e) {
+        if (e.is_loopback()) return true;
+        for (const auto& m : mine)
+            if (m.family == e.family && m.ip == e.ip) return true;
+        return false;
+    };
+    for (const auto& s : c.servers)
+        if (s.auth.method == s5::config::AuthMethod::Username && !s.server_uid && s.endpoint.port >= 1024 &&
+            local(s.endpoint))
+            warnings.push_back("server " + s.name + ": " + s.endpoint.to_string() +
+                               " is on this host at a port any user may bind while the server is down; the password "
+                               "goes only to a listener owned by root (set server_uid to the uid that runs it)");
+}
+
 ConfigLoader::ConfigLoader(EventLoop& loop, std::string path, std::string credentials_dir, Apply apply)
     : ConfigLoader(
           loop,
           [path = std::move(path), credentials_dir = std::move(credentials_dir)] {
               LoadedConfig out{s5::config::load(path, credentials_dir), {}, {}};
-              if (out.config.ok()) out.allowed_gids = resolve_groups(out.config.value->allowed_groups, out.warnings);
+              if (out.config.ok()) {
+                  out.allowed_gids = resolve_groups(out.config.value->allowed_groups, out.warnings);
+                  warn_unguarded_local_servers(*out.config.value, out.warnings);
+              }
               return out;
           },
           std::move(apply)) {}

@@ -33,6 +33,12 @@ struct LoadedConfig {
 // allowed_groups names to gids (getgrnam_r); unknown names become warnings.
 std::set<gid_t> resolve_groups(const std::vector<std::string>& names, std::vector<std::string>& warnings);
 
+// A warning for each username server on this host (loopback, or an address
+// of one of its interfaces) at a port >= 1024 without server_uid: any user
+// may bind such a port while the server is down, and the broker then sends
+// the password only to a listener owned by root.
+void warn_unguarded_local_servers(const s5::config::Config& c, std::vector<std::string>& warnings);
+
 class ConfigLoader {
 public:
     // Runs on the loop once per load: applies a good configuration (or not)

@@ -53,7 +53,7 @@ std::string routes_with(std::string_view routes) {
 const std::string kRootKeys =
     "(expected one of: servers, routes, pool, keepalive, lease_grace_s, limits, allowed_groups)";
 const std::string kServerKeys =
-    "(expected one of: name, address, port, auth, relay_address_override, pipelining)";
+    "(expected one of: name, address, port, auth, relay_address_override, pipelining, server_uid)";
 const std::string kNameRule = "must be 1..64 characters of A-Z, a-z, 0-9 and _";
 
 // ---- Bad configs: one exact message each -------------------------------------------
@@ -139,6 +139,12 @@ std::vector<BadCase> bad_cases() {
          "servers[0].relay_address_override: must be null or a string"},
         {"pipelining_string", server_with(std::string(kServerA) + R"(,"pipelining":"yes")"),
          "servers[0].pipelining: must be a boolean"},
+        {"server_uid_string", server_with(std::string(kServerA) + R"(,"server_uid":"nobody")"),
+         "servers[0].server_uid: must be an integer in 0..4294967294"},
+        {"server_uid_negative", server_with(std::string(kServerA) + R"(,"server_uid":-1)"),
+         "servers[0].server_uid: must be 0..4294967294"},
+        {"server_uid_no_user", server_with(std::string(kServerA) + R"(,"server_uid":4294967295)"),
+         "servers[0].server_uid: must be 0..4294967294"},
         // auth
         {"auth_not_object", auth_with(R"("none")"), "servers[0].auth: must be an object"},
         {"auth_method_missing", auth_with(R"({"username":"u"})"), "servers[0].auth.method: required"},
@@ -289,6 +295,7 @@ TEST(GoodConfig, DesignExampleParses) {
     EXPECT_EQ(corp.auth.password.view(), "");  // parse() reads no files
     EXPECT_FALSE(corp.relay_address_override.has_value());
     EXPECT_FALSE(corp.pipelining);
+    EXPECT_FALSE(corp.server_uid.has_value());
 
     const Server& backup = c.servers[1];
     EXPECT_EQ(backup.name, "backup");

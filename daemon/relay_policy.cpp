@@ -13,12 +13,7 @@ using s5::wire::Endpoint;
 // Mapped spellings (::ffff:a.b.c.d) are judged as the IPv4 address they are.
 
 
-bool is_loopback(const Endpoint& raw) {
-    const Endpoint e = raw.unmapped();
-    if (e.family == AF_INET) return e.ip[0] == 127;
-    static constexpr std::array<uint8_t, 16> kOne{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-    return e.family == AF_INET6 && std::equal(kOne.begin(), kOne.end(), e.ip.begin());
-}
+bool is_loopback(const Endpoint& e) { return e.is_loopback(); }
 
 bool is_multicast(const Endpoint& raw) {
     const Endpoint e = raw.unmapped();

@@ -167,6 +167,13 @@ std::vector<uint8_t> Endpoint::ip_bytes() const {
     return {ip.begin(), ip.begin() + static_cast<long>(ip_len())};
 }
 
+bool Endpoint::is_loopback() const {
+    const Endpoint e = unmapped();
+    if (e.family == AF_INET) return e.ip[0] == 127;
+    static constexpr std::array<uint8_t, 16> kOne{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    return e.family == AF_INET6 && std::equal(kOne.begin(), kOne.end(), e.ip.begin());
+}
+
 bool Endpoint::is_unspecified() const {
     // An unset endpoint is not an address at all, so not "unspecified" either.
     const size_t len = ip_len();

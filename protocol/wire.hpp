@@ -40,6 +40,7 @@ struct Endpoint {
     size_t ip_len() const;              // 4, 16, or 0 when unset
     std::vector<uint8_t> ip_bytes() const;
     bool is_unspecified() const;        // 0.0.0.0 or ::
+    bool is_loopback() const;           // 127.0.0.0/8 or ::1 (mapped spellings too)
     bool is_v4_mapped() const;          // ::ffff:a.b.c.d
     Endpoint unmapped() const;          // ::ffff:a.b.c.d as a.b.c.d; anything else as is
     std::string to_string() const;      // "1.2.3.4:80", "[::1]:80"

@@ -887,6 +887,115 @@ TEST(Policy, LeaseSignalsReachRootOnly) {
     EXPECT_EQ(out, "ok");
 }
 
+// Credentials go to the real server only. A username server on this host
+// at a port >= 1024 is down, and another local user (uid 65533 here) binds
+// its port: the broker connects, sees from the kernel's socket table that
+// the listener is neither root's nor the configured server_uid's, and sends
+// nothing, not even the greeting; the server's LastError and the log say
+// why. Named as server_uid, the same listener gets the handshake: the check
+// is what stopped it.
+TEST(Credentials, ALocalImpostorReceivesNothing) {
+    TempDir dir;
+    PrivateBus bus{dir};
+    const std::string pw = dir.file("imp.pw");
+    write_file(pw, std::string(kTestPassword) + "\n");
+    int port_pipe[2], bytes_pipe[2], stop_pipe[2];
+    ASSERT_EQ(pipe(port_pipe), 0);
+    ASSERT_EQ(pipe(bytes_pipe), 0);
+    ASSERT_EQ(pipe(stop_pipe), 0);
+    pid_t impostor = fork();
+    ASSERT_GE(impostor, 0);
+    if (impostor == 0) {
+        ::close(port_pipe[0]);
+        ::close(bytes_pipe[0]);
+        ::close(stop_pipe[1]);
+        if (setgroups(0, nullptr) != 0 || setgid(65533) != 0 || setuid(65533) != 0) _exit(1);
+        int l = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t alen = sizeof a;
+        if (::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(l, 16) != 0 ||
+            ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &alen) != 0)
+            _exit(1);
+        const uint16_t port = ntohs(a.sin_port);
+        (void)!write(port_pipe[1], &port, sizeof port);
+        // Counts every byte any connection brings; on each byte from the
+        // test it reports the count so far ('q': and ends).
+        uint64_t total = 0;
+        std::vector<pollfd> fds{{stop_pipe[0], POLLIN, 0}, {l, POLLIN, 0}};
+        for (;;) {
+            if (::poll(fds.data(), fds.size(), -1) < 0) continue;
+            if (fds[0].revents) {
+                char cmd = 'q';
+                if (read(stop_pipe[0], &cmd, 1) != 1) cmd = 'q';
+                (void)!write(bytes_pipe[1], &total, sizeof total);
+                if (cmd == 'q') break;
+                continue;
+            }
+            if (fds[1].revents & POLLIN) {
+                int c = ::accept(l, nullptr, nullptr);
+                if (c >= 0) fds.push_back({c, POLLIN, 0});
+            }
+            for (size_t i = 2; i < fds.size(); ++i) {
+                if (!(fds[i].revents & (POLLIN | POLLHUP))) continue;
+                char buf[512];
+                const ssize_t n = ::recv(fds[i].fd, buf, sizeof buf, 0);
+                if (n > 0) {
+                    total += static_cast<uint64_t>(n);
+                } else {
+                    ::close(fds[i].fd);
+                    fds[i].fd = -1;   // poll ignores it from now on
+                }
+            }
+        }
+        _exit(0);
+    }
+    ::close(port_pipe[1]);
+    ::close(bytes_pipe[1]);
+    ::close(stop_pipe[0]);
+    uint16_t port = 0;
+    ASSERT_EQ(read(port_pipe[0], &port, sizeof port), static_cast<ssize_t>(sizeof port));
+    auto config = [&](const std::string& extra) {
+        return R"({"servers": [{"name": "imp", "address": "127.0.0.1", "port": )" + std::to_string(port) + extra +
+               R"(, "auth": {"method": "username", "username": "app", "password_file": ")" + pw +
+               R"("}}], "pool": {"min_idle": 1}})";
+    };
+    Broker broker(dir, bus, config(""));
+    ASSERT_TRUE(broker.start()) << broker.log();
+    BusClient client(bus);
+    auto server = client.object("/org/s5broker/Broker1/server/imp");
+    const char* si = "org.s5broker.Broker1.Server";
+    ASSERT_TRUE(eventually([&] {
+        return server->getProperty("LastError").onInterface(si).get<std::string>().find("credentials not sent") !=
+               std::string::npos;
+    })) << broker.log();
+    const std::string why = server->getProperty("LastError").onInterface(si).get<std::string>();
+    EXPECT_NE(why.find("uid 65533"), std::string::npos) << why;
+    EXPECT_NE(broker.log().find("credentials not sent"), std::string::npos);
+    EXPECT_NE(broker.log().find("set server_uid to the uid that runs it"), std::string::npos)
+        << "no start-up warning for a username server on a local unprivileged port";
+    EXPECT_EQ(raw_associate(*client.manager(), kLoopback, 7, kLoopback, port, {{"timeout_ms", sdbus::Variant(500u)}}).error,
+              "org.s5broker.Broker1.Error.ServerFailure");
+    auto received = [&](char cmd) {
+        uint64_t n = UINT64_MAX;
+        (void)!write(stop_pipe[1], &cmd, 1);
+        (void)!read(bytes_pipe[0], &n, sizeof n);
+        return n;
+    };
+    EXPECT_EQ(received('c'), 0u) << "the impostor received something";
+    // Trusted by name: the same listener now gets the handshake.
+    write_file(broker.config_path(), config(R"(, "server_uid": 65533)"));
+    client.manager()->callMethod("Reload").onInterface(kManager);
+    EXPECT_TRUE(eventually([&] { return received('c') > 0; })) << broker.log();
+    received('q');
+    int st = 0;
+    ASSERT_EQ(waitpid(impostor, &st, 0), impostor);
+    ::close(port_pipe[0]);
+    ::close(bytes_pipe[0]);
+    ::close(stop_pipe[1]);
+}
+
 TEST_F(DaemonOnBus, LogControlChangesTheLevelAtRunTime) {
     auto lc = client->object("/org/freedesktop/LogControl1");
     const char* iface = "org.freedesktop.LogControl1";

@@ -737,8 +737,11 @@ std::string server_json(const std::string& name, const std::string& address, uin
     if (password_file.empty())
         s << R"(, "auth": {"method": "none"}})";
     else
-        s << R"(, "auth": {"method": "username", "username": ")" << kTestUser << R"(", "password_file": ")"
-          << password_file << R"("}})";
+        // server_uid: the harness's danted runs as nobody (user.unprivileged),
+        // and so does the socket it listens on; the broker sends a local
+        // server the password only if its listener is root's or this uid's.
+        s << R"(, "server_uid": 65534, "auth": {"method": "username", "username": ")" << kTestUser
+          << R"(", "password_file": ")" << password_file << R"("}})";
     return s.str();
 }
 
