@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "aix_config.hpp"
 #include "broker_link.hpp"
 #include "datagram.hpp"
 #include "direct.hpp"
@@ -199,18 +200,26 @@ S5_EXPORT int socks5udp_associate(int Socket, const struct sockaddr* Dst, size_t
         if (continuing) return finish_direct(Socket, s5::client::direct_continue(Socket, DstLen, nonblocking), Dst);
 
         // Direct mode: S5CLIENT_MODE=direct, or (auto) no broker on the bus
-        // and a server to go to. Without Svr there is none: ENOENT +
-        // S5_ENOSERV in direct mode; in auto mode the broker's absence is
-        // reported (ECONNREFUSED + S5_ENOSERV), the real cause.
+        // and a server to go to. Without Svr, the server is the one
+        // socks5c.conf names for Dst (aix_config.hpp); with none there:
+        // ENOENT + S5_ENOSERV in direct mode, and in auto mode the broker's
+        // absence is reported (ECONNREFUSED + S5_ENOSERV), the real cause.
         const auto mode = s5::client::mode_from_env();
         if (mode == s5::client::Mode::Direct) {
-            if (!Svr) return fail(ENOENT, S5_ENOSERV);
+            if (!Svr) {
+                auto a = s5::client::server_from_socks5c_conf(dst);
+                if (!a.ok) return fail(a.err, a.s5err);
+                svr = a.server;
+            }
             return finish_direct(Socket, s5::client::direct_start(Socket, svr, DstLen, nonblocking), Dst);
         }
         auto r = s5::client::broker_associate(dst, Svr ? &svr : nullptr, 0, nonblocking, DstLen);
         if (!r.ok) {
-            if (mode == s5::client::Mode::Auto && Svr && s5::client::broker_absent(r.error_name))
-                return finish_direct(Socket, s5::client::direct_start(Socket, svr, DstLen, nonblocking), Dst);
+            if (mode == s5::client::Mode::Auto && s5::client::broker_absent(r.error_name)) {
+                if (Svr) return finish_direct(Socket, s5::client::direct_start(Socket, svr, DstLen, nonblocking), Dst);
+                if (auto a = s5::client::server_from_socks5c_conf(dst); a.ok)
+                    return finish_direct(Socket, s5::client::direct_start(Socket, a.server, DstLen, nonblocking), Dst);
+            }
             return fail_mapped(r.error_name);
         }
 
@@ -338,8 +347,25 @@ S5_EXPORT struct sockaddr* socks5_getserv(struct sockaddr* Dst, size_t DstLen) {
             fail(e, 0);
             return nullptr;
         }
+        // Direct mode answers from socks5c.conf, as AIX does; auto mode
+        // asks the broker, and the file only when there is no broker.
+        const auto mode = s5::client::mode_from_env();
+        if (mode == s5::client::Mode::Direct) {
+            auto a = s5::client::server_from_socks5c_conf(dst);
+            if (!a.ok) {
+                fail(a.err, a.s5err);
+                return nullptr;
+            }
+            a.server.to_sockaddr(t_server);
+            return reinterpret_cast<sockaddr*>(&t_server);
+        }
         auto r = s5::client::broker_get_server(dst);
         if (!r.ok) {
+            if (mode == s5::client::Mode::Auto && s5::client::broker_absent(r.error_name))
+                if (auto a = s5::client::server_from_socks5c_conf(dst); a.ok) {
+                    a.server.to_sockaddr(t_server);
+                    return reinterpret_cast<sockaddr*>(&t_server);
+                }
             fail_mapped(r.error_name);
             return nullptr;
         }
