@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "one_line.hpp"
+#include "socks5c_conf.hpp"
 #include "unique_fd.hpp"
 
 namespace s5::config {
@@ -462,11 +463,17 @@ std::vector<std::string> parse_groups(const json& v, std::string_view path) {
 Config parse_document(std::string_view text) {
     const json doc = parse_json(text);
     const json& root = object_with(
-        doc, "", {"servers", "routes", "pool", "keepalive", "lease_grace_s", "limits", "allowed_groups"});
+        doc, "", {"servers", "routes", "socks5c_conf", "pool", "keepalive", "lease_grace_s", "limits", "allowed_groups"});
 
     Config c;
     c.servers = parse_servers(required_field(root, "", "servers"), "servers");
     if (const json* v = optional_field(root, "routes")) c.routes = parse_routes(*v, "routes", c.servers);
+    if (const json* v = optional_field(root, "socks5c_conf")) {
+        c.socks5c_conf = get_string(*v, "socks5c_conf");
+        if (!c.socks5c_conf.starts_with('/')) fail("socks5c_conf", "must be an absolute path");
+        if (optional_field(root, "routes"))
+            fail("socks5c_conf", "cannot be given with routes: the routes come from the file");
+    }
     if (const json* v = optional_field(root, "pool")) c.pool = parse_pool(*v, "pool");
     if (const json* v = optional_field(root, "keepalive")) c.keepalive = parse_keepalive(*v, "keepalive");
     optional_uint(root, "", "lease_grace_s", 0, 86400, c.lease_grace_s);
@@ -524,6 +531,17 @@ std::optional<std::string> exposure(const struct stat& st) {
     return std::nullopt;
 }
 
+// For a file others may read but nobody else may change (socks5c.conf:
+// where traffic, and with it the passwords, goes): owned by root or the
+// service user, writable by its owner only.
+std::optional<std::string> write_exposure(const struct stat& st) {
+    const std::string mode = mode_text(st.st_mode);
+    if (st.st_uid != 0 && st.st_uid != geteuid())
+        return "is owned by uid " + user_text(st.st_uid) + ", not by root or the service user; chown root";
+    if (st.st_mode & 0022) return "is writable by others than its owner (mode " + mode + "); chmod go-w";
+    return std::nullopt;
+}
+
 // Why a directory on the way to such a file lets someone else replace it, or
 // nullopt. Every directory from the file's (symlinks resolved) up to "/"
 // must be owned by root or the service user and writable by nobody else;
@@ -563,7 +581,8 @@ std::optional<std::string> directory_exposure(const std::string& file) {
 // memory for a password: no other copy is made on the way, not even on the
 // stack).
 template <typename Buffer>
-Buffer read_private_file(const std::string& file, std::string_view error_path, bool name_file, size_t max_bytes) {
+Buffer read_private_file(const std::string& file, std::string_view error_path, bool name_file, size_t max_bytes,
+                         std::optional<std::string> (*exposed)(const struct stat&) = exposure) {
     const std::string named = name_file ? file : "";
     const std::string subject = name_file ? file + " " : "";
     const std::string too_large = subject + "is larger than " + std::to_string(max_bytes) + " bytes";
@@ -579,7 +598,7 @@ Buffer read_private_file(const std::string& file, std::string_view error_path, b
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) fail_read(error_path, named, errno);
     if (!S_ISREG(st.st_mode)) fail(error_path, subject + "is not a regular file");
-    if (auto why = exposure(st)) fail(error_path, subject + *why);
+    if (auto why = exposed(st)) fail(error_path, subject + *why);
     if (static_cast<uint64_t>(st.st_size) > max_bytes) fail(error_path, too_large);
 
     // One byte more than the limit: a file that grew since fstat() past
@@ -695,9 +714,45 @@ void check_client_groups(const Config& c) {
 
 }  // namespace
 
+// The routes of an AIX socks5c.conf: one per address record, its server
+// the configured one with that address and port (NONE: a route without
+// servers, so such destinations get NoServer). Host-name fragments are
+// refused: matching them needs a reverse DNS lookup per association, which
+// the event loop must not wait for.
+static std::vector<Route> routes_from_socks5c(const Config& c) {
+    const std::string& file = c.socks5c_conf;
+    const std::string text = read_private_file<std::string>(file, "socks5c_conf", true, s5::socks5c::kMaxFileBytes,
+                                                            write_exposure);
+    const auto parsed = s5::socks5c::parse(text, file);
+    if (!parsed.ok()) fail("socks5c_conf", parsed.error.to_string());
+    auto at = [&](unsigned line) { return one_line(file) + ":" + std::to_string(line) + ": "; };
+    if (parsed.value->has_fragments()) {
+        const auto& f = parsed.value->fragments().front();
+        fail("socks5c_conf", at(f.line) + "host-name fragment " + in_quotes(f.fragment) +
+                                 ": not supported by the broker (matching it needs a reverse DNS lookup per "
+                                 "association); use address records");
+    }
+    std::vector<Route> routes;
+    for (const auto& rec : parsed.value->addresses()) {
+        Route r;
+        r.destination.network = rec.network;
+        r.destination.length = rec.length;
+        if (!rec.target.direct) {
+            const Server* s = c.find_server(rec.target.server);
+            if (!s)
+                fail("socks5c_conf", at(rec.line) + "server " + rec.target.server.to_string() +
+                                         " is not one of the configured servers (by address and port)");
+            r.servers.push_back(s->name);
+        }
+        routes.push_back(std::move(r));
+    }
+    return routes;
+}
+
 Result<Config> load(const std::string& path, const std::string& credentials_dir) {
     try {
         Config c = parse_document(read_private_file<std::string>(path, path, false, kMaxConfigBytes));
+        if (!c.socks5c_conf.empty()) c.routes = routes_from_socks5c(c);
         check_client_groups(c);
         for (size_t i = 0; i < c.servers.size(); ++i) {
             Server& s = c.servers[i];

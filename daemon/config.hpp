@@ -78,7 +78,10 @@ struct Limits {
 
 struct Config {
     std::vector<Server> servers;
+    // From "routes", or, with "socks5c_conf", from that AIX file's address
+    // records (load() reads it; a NONE record is a route without servers).
     std::vector<Route> routes;
+    std::string socks5c_conf;               // absolute path, or empty
     Pool pool;
     Keepalive keepalive;
     uint32_t lease_grace_s = 30;

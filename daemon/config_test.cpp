@@ -51,7 +51,7 @@ std::string routes_with(std::string_view routes) {
 }
 
 const std::string kRootKeys =
-    "(expected one of: servers, routes, pool, keepalive, lease_grace_s, limits, allowed_groups)";
+    "(expected one of: servers, routes, socks5c_conf, pool, keepalive, lease_grace_s, limits, allowed_groups)";
 const std::string kServerKeys =
     "(expected one of: name, address, port, auth, relay_address_override, pipelining, server_uid)";
 const std::string kNameRule = "must be 1..64 characters of A-Z, a-z, 0-9 and _";
@@ -833,4 +833,65 @@ TEST_F(Load, ErrorOnSecondServerNamesIt) {
 }
 
 }  // namespace
+
+// ---- routes from AIX's socks5c.conf ------------------------------------------
+
+TEST_F(Load, Socks5cConfGivesTheRoutes) {
+    const std::string conf = write("socks5c.conf",
+                                   "# AIX file, brought along\n"
+                                   "10.0.0.0/8   192.0.2.1\n"
+                                   "10.1.0.0/16  NONE\n"
+                                   "2001:db8::/32 2001:db8::53:1081\n",
+                                   0644);
+    const std::string cfg = write("c.json",
+                                  R"({"servers":[{"name":"a","address":"192.0.2.1","port":1080},)"
+                                  R"({"name":"b","address":"2001:db8::53","port":1081}],"socks5c_conf":")" +
+                                      conf + R"("})",
+                                  0600);
+    const Result<Config> r = load(cfg, "");
+    ASSERT_TRUE(r.ok()) << r.error.to_string();
+    const Config& c = *r.value;
+    ASSERT_EQ(c.routes.size(), 3u);
+    EXPECT_EQ(c.routes[0].servers, std::vector<std::string>{"a"});
+    EXPECT_TRUE(c.routes[1].servers.empty());   // NONE
+    EXPECT_EQ(c.routes[2].servers, std::vector<std::string>{"b"});
+    // The broker's longest-prefix match sees them as AIX does.
+    auto dst = [](const char* ip) { return *wire::Endpoint::parse_ip(ip); };
+    ASSERT_NE(c.route_for(dst("10.2.3.4")), nullptr);
+    EXPECT_EQ(c.route_for(dst("10.2.3.4"))->servers, std::vector<std::string>{"a"});
+    ASSERT_NE(c.route_for(dst("10.1.2.3")), nullptr);
+    EXPECT_TRUE(c.route_for(dst("10.1.2.3"))->servers.empty());
+    EXPECT_EQ(c.route_for(dst("192.168.1.1")), nullptr);   // the implied 0.0.0.0/0 NONE
+}
+
+TEST_F(Load, Socks5cConfErrorsNameFileAndLine) {
+    auto cfg_for = [&](const std::string& conf_text, mode_t mode = 0644) {
+        const std::string conf = write("socks5c.conf", conf_text, mode);
+        return write("c.json",
+                     R"({"servers":[{"name":"a","address":"192.0.2.1","port":1080}],"socks5c_conf":")" + conf + R"("})",
+                     0600);
+    };
+    const std::string file = dir_ + "/socks5c.conf";
+    EXPECT_EQ(load_error(cfg_for("10.0.0.0/8 192.0.2.1\n10.0.0.0/8 192.0.2.9:1080\n")).find("socks5c_conf: " + file + ":2: "),
+              0u);
+    EXPECT_EQ(load_error(cfg_for("10.0.0.0/8 192.0.2.1\n0.0.0.0/0 192.0.2.9\n")),
+              "socks5c_conf: " + file + ":2: server 192.0.2.9:1080 is not one of the configured servers (by address and port)");
+    EXPECT_EQ(load_error(cfg_for("example.com 192.0.2.1\n")),
+              "socks5c_conf: " + file +
+                  ":1: host-name fragment \"example.com\": not supported by the broker (matching it needs a reverse DNS "
+                  "lookup per association); use address records");
+    EXPECT_EQ(load_error(cfg_for("10.0.0.0/8 192.0.2.1\n", 0666)),
+              "socks5c_conf: " + file + " is writable by others than its owner (mode 0666); chmod go-w");
+}
+
+TEST(Parse, Socks5cConfAndRoutesExcludeEachOther) {
+    const auto r = parse(R"({"servers":[{"name":"a","address":"192.0.2.1","port":1080}],"routes":[],)"
+                         R"("socks5c_conf":"/etc/socks5c.conf"})");
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error.to_string(), "socks5c_conf: cannot be given with routes: the routes come from the file");
+    const auto rel = parse(R"({"servers":[{"name":"a","address":"192.0.2.1","port":1080}],"socks5c_conf":"x.conf"})");
+    ASSERT_FALSE(rel.ok());
+    EXPECT_EQ(rel.error.to_string(), "socks5c_conf: must be an absolute path");
+}
+
 }  // namespace s5::config
