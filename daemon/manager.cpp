@@ -214,6 +214,12 @@ size_t Manager::held_by(uid_t uid) const {
     return n;
 }
 
+const std::set<uint64_t>& Manager::lease_ids_of(uid_t uid) const {
+    static const std::set<uint64_t> kNone;
+    auto it = leases_by_uid_.find(uid);
+    return it == leases_by_uid_.end() ? kNone : it->second;
+}
+
 size_t Manager::reap_closed_leases(uid_t uid) {
     // At the per-uid limit only the caller's own leases can make room; at
     // the total limit any lease can.

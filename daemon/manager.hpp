@@ -127,6 +127,8 @@ public:
     // releases what died while no broker ran, and says so in the log.
     RestoreReport restore(const state::Image& image, StoredFds& fds);
     const std::map<uint64_t, std::unique_ptr<Lease>>& leases() const { return leases_; }
+    // The ids of `uid`'s leases, in id order (empty when it holds none).
+    const std::set<uint64_t>& lease_ids_of(uid_t uid) const;
     const std::map<std::string, std::unique_ptr<ServerPool>>& pools() const { return pools_; }
     const Stats& statistics() const { return stats_; }
 

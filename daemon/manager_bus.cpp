@@ -207,8 +207,13 @@ private:
             std::vector<sdbus::ObjectPath> v;
             const PeerCreds* c = bus_.creds().current();
             if (!c) return v;
-            for (const auto& [id, l] : bus_.manager().leases())
-                if (c->uid == 0 || c->uid == l->uid()) v.emplace_back(l->path());
+            const Manager& m = bus_.manager();
+            if (c->uid == 0) {
+                for (const auto& [id, l] : m.leases()) v.emplace_back(l->path());
+            } else {
+                // Through the per-uid index, in id order as for root.
+                for (uint64_t id : m.lease_ids_of(c->uid)) v.emplace_back(m.leases().at(id)->path());
+            }
             return v;
         });
     }

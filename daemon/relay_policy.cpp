@@ -12,9 +12,6 @@ using s5::wire::Endpoint;
 
 // Mapped spellings (::ffff:a.b.c.d) are judged as the IPv4 address they are.
 
-
-bool is_loopback(const Endpoint& e) { return e.is_loopback(); }
-
 bool is_multicast(const Endpoint& raw) {
     const Endpoint e = raw.unmapped();
     if (e.family == AF_INET) return (e.ip[0] & 0xf0) == 0xe0;   // 224.0.0.0/4
@@ -33,7 +30,7 @@ std::optional<std::string> relay_refusal(const Endpoint& relay, const Endpoint& 
     if (relay.is_unspecified() || relay.unmapped().is_unspecified()) return "is unspecified";
     if (is_multicast(relay)) return "is multicast";
     if (is_broadcast(relay)) return "is the broadcast address";
-    if (is_loopback(relay) && !is_loopback(server)) return "is on loopback, and the server is not";
+    if (relay.is_loopback() && !server.is_loopback()) return "is on loopback, and the server is not";
     return std::nullopt;
 }
 

@@ -278,8 +278,6 @@ TEST_F(DaemonOnBus, SecondInstanceCannotOwnTheName) {
     EXPECT_NE(second.log().find("cannot own org.s5broker.Broker1"), std::string::npos) << second.log();
 }
 
-// Returns the D-Bus error name of an Associate made as uid/gid, from a
-// child process ("" on success, "exit N" if the child failed otherwise).
 // Runs `body` in a child process as uid/gid (no supplementary groups) and
 // returns what it returned ("setuid failed" or "exit N" when it could not).
 std::string run_as(uid_t uid, gid_t gid, const std::function<std::string()>& body) {
@@ -313,37 +311,18 @@ std::string run_as(uid_t uid, gid_t gid, const std::function<std::string()>& bod
     return out;
 }
 
+// Returns the D-Bus error name of an Associate made as uid/gid, from a
+// child process ("" on success, "exit N" if the child failed otherwise).
 std::string associate_as(const PrivateBus& bus, uid_t uid, gid_t gid, uint16_t server_port) {
-    int pfd[2];
-    if (pipe(pfd) != 0) return "pipe";
-    pid_t child = fork();
-    if (child == 0) {
-        ::close(pfd[0]);
-        std::string result;
-        if (setgroups(0, nullptr) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
-            result = "setuid failed";
-        } else {
-            try {
-                auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
-                auto proxy = sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1");
-                result = raw_associate(*proxy, kLoopback, 7, kLoopback, server_port).error;
-            } catch (const sdbus::Error& e) {
-                result = e.getName();
-            }
+    return run_as(uid, gid, [&]() -> std::string {
+        try {
+            auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+            auto proxy = sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1");
+            return raw_associate(*proxy, kLoopback, 7, kLoopback, server_port).error;
+        } catch (const sdbus::Error& e) {
+            return e.getName();   // the name only, not run_as's "name: message"
         }
-        (void)!write(pfd[1], result.data(), result.size());
-        _exit(0);
-    }
-    ::close(pfd[1]);
-    std::string out;
-    char buf[256];
-    ssize_t n;
-    while ((n = read(pfd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-    ::close(pfd[0]);
-    int st = 0;
-    waitpid(child, &st, 0);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return "exit " + std::to_string(st);
-    return out;
+    });
 }
 
 TEST_F(DaemonOnBus, OnlyRootAndAllowedGroupsMayAssociate) {
