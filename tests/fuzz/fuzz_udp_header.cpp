@@ -1,5 +1,7 @@
 // libFuzzer target: the RFC 1928 UDP header (wire::decode_udp_header, used by
-// socks5udp_recvfrom) and the receive-side deframing of libclient/datagram.hpp.
+// socks5udp_recvfrom), the receive-side deframing of libclient/datagram.hpp,
+// and s5socksify's verdict on an inbound datagram
+// (libclient/socksify/inbound.hpp).
 //
 // Input layout:
 //   byte 0    options: bits 0..3 pick the receive buffer length, bit 4
@@ -25,10 +27,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <array>
 #include <span>
 #include <vector>
 
 #include "datagram.hpp"
+#include "inbound.hpp"
 #include "lease_table.hpp"
 #include "wire.hpp"
 
@@ -78,6 +82,39 @@ void check_pure(std::span<const uint8_t> in) {
     CHECK(slen == (h->src.family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6)));
     auto back = wire::Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), slen);
     CHECK(back && *back == h->src);
+}
+
+// The shim's classify_inbound(): from the relay, from a stranger, with and
+// without a connected peer, on both socket families. A delivered range lies
+// inside the datagram, a relay's datagram is delivered exactly when it
+// decodes unfragmented (and, connected, names the peer), a stranger's is
+// delivered whole exactly when no peer is set.
+void check_inbound(uint8_t opts, std::span<const uint8_t> dgram) {
+    using s5::socksify::Inbound;
+    const auto relay = *wire::Endpoint::parse_ip("127.0.0.1", 40000);
+    const auto stranger = *wire::Endpoint::parse_ip("127.0.0.1", 40001);
+    const std::array<wire::Endpoint, 1> relays{relay};
+    const auto h = wire::decode_udp_header(dgram);
+    const wire::Endpoint peer = h ? h->src.unmapped() : relay;
+    for (int family : {AF_INET, AF_INET6}) {
+        for (bool connected : {false, true}) {
+            const bool from_relay = !(opts & 64);
+            const wire::Endpoint* p = connected ? &peer : nullptr;
+            auto v = s5::socksify::classify_inbound(from_relay ? relay : stranger, dgram, relays, p, family);
+            if (v.kind == Inbound::Kind::Deliver) {
+                CHECK(v.offset <= dgram.size() && v.length == dgram.size() - v.offset);
+                CHECK(v.sender.family == family);
+            }
+            if (from_relay) {
+                const bool ok = h && h->frag == 0 && (family == AF_INET6 || h->src.unmapped().family == AF_INET);
+                CHECK((v.kind == Inbound::Kind::Deliver) == ok);
+                if (ok) CHECK(v.offset == h->header_len);
+            } else {
+                CHECK(v.kind == (connected ? Inbound::Kind::NotFromRelay : Inbound::Kind::Deliver));
+                if (!connected) CHECK(v.offset == 0);
+            }
+        }
+    }
 }
 
 struct Rig {
@@ -180,6 +217,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size < 1) return 0;
     std::span<const uint8_t> dgram = in.subspan(1);
     check_pure(dgram);
+    check_inbound(in[0], dgram);
     if (dgram.size() > 4096) return 0;
     check_socket_path(in[0], dgram);
     return 0;

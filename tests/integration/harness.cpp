@@ -345,6 +345,8 @@ void Danted::start() {
         throw std::runtime_error("danted did not start: " + read_file(log_ + ".stderr") + read_file(log_));
 }
 
+pid_t Danted::pid() const { return proc_ ? proc_->pid() : -1; }
+
 void Danted::kill() {
     if (!proc_) return;
     proc_->kill_group(SIGKILL);

@@ -150,6 +150,7 @@ public:
     uint16_t port() const { return opt_.port; }
     void start();                               // waits until it accepts connections
     void kill();                                // SIGKILL to the whole process group
+    pid_t pid() const;                          // its main process, leader of its process group
     std::string log() const;
 
 private:

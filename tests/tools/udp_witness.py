@@ -1,0 +1,103 @@
+#!/usr/bin/python3
+"""udp_witness.py --port P --log FILE --relay-pgid G... [--dns] ADDRESS...
+
+A UDP service for the s5socksify tests that says who it heard: every
+datagram's source address and port is appended to FILE as "IP PORT LENGTH
+WHO", WHO being G when the socket it came from belongs to a process of
+process group G (a danted's: the datagram came through its relay) and 0
+when it belongs to none of them (sent directly). It is decided when the datagram arrives,
+while the relay's socket still exists. It echoes each
+datagram back, or with --dns answers it as a DNS server would: every A
+query with 192.0.2.7. Port 0 picks a free port (the same on every address).
+Prints "udp-witness ready port=N" once bound; exits on SIGTERM."""
+import argparse
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+
+
+def dns_answer(query: bytes) -> bytes:
+    if len(query) < 12:
+        return b""
+    qid, _flags, qdcount = struct.unpack("!HHH", query[:6])
+    if qdcount != 1:
+        return b""
+    i = 12
+    while i < len(query) and query[i] != 0:
+        i += 1 + query[i]
+    end = i + 5  # the root label, QTYPE, QCLASS
+    if end > len(query):
+        return b""
+    question = query[12:end]
+    qtype = struct.unpack("!H", query[end - 4:end - 2])[0]
+    answers = 1 if qtype == 1 else 0
+    out = struct.pack("!HHHHHH", qid, 0x8180, 1, answers, 0, 0) + question
+    if answers:
+        out += struct.pack("!HHHLH", 0xC00C, 1, 1, 60, 4) + bytes([192, 0, 2, 7])
+    return out
+
+
+def udp_inodes(port: int) -> set:
+    found = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    found.add(int(fields[9]))
+    return found
+
+
+def sent_by_group(port: int, pgid: int) -> bool:
+    inodes = udp_inodes(port)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.getpgid(int(pid)) != pgid:
+                continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and int(link[8:-1]) in inodes:
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--dns", action="store_true")
+    ap.add_argument("--relay-pgid", type=int, action="append", required=True)
+    ap.add_argument("address", nargs="+")
+    a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    sel = selectors.DefaultSelector()
+    port = a.port
+    for addr in a.address:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        s.bind((addr, port))
+        port = s.getsockname()[1]
+        sel.register(s, selectors.EVENT_READ)
+    log = open(a.log, "a", buffering=1)
+    print(f"udp-witness ready port={port}", flush=True)
+    while True:
+        for key, _ in sel.select():
+            s = key.fileobj
+            data, src = s.recvfrom(65535)
+            who = next((g for g in a.relay_pgid if sent_by_group(src[1], g)), 0)
+            log.write(f"{src[0]} {src[1]} {len(data)} {who}\n")
+            reply = dns_answer(data) if a.dns else data
+            if reply:
+                s.sendto(reply, src)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
