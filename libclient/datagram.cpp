@@ -8,6 +8,9 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <memory>
+#include <optional>
+#include <span>
 #include <cerrno>
 #include <cstring>
 
@@ -17,8 +20,6 @@ using s5::wire::Endpoint;
 
 namespace {
 
-constexpr size_t kHeader4 = 10;  // RSV(2) FRAG ATYP IPv4(4) PORT(2)
-constexpr size_t kTail = s5::wire::kUdpHeaderMax - kHeader4;  // 12
 
 // Errors after which a cached verdict about a socket may be wrong (the
 // descriptor was closed or now names another kind of socket).
@@ -157,67 +158,49 @@ int send_framed(int fd, const sockaddr* to, socklen_t tolen, const Endpoint& dst
 
 // ---- receiving -----------------------------------------------------------------
 
+namespace {
+
+// Room for the largest UDP datagram (65,527 bytes of payload over IPv6).
+constexpr size_t kReceiveScratch = 65536;
+
+uint8_t* receive_scratch() {
+    static thread_local std::unique_ptr<uint8_t[]> buf;
+    if (!buf) buf.reset(new uint8_t[kReceiveScratch]);
+    return buf.get();
+}
+
+}  // namespace
+
 ssize_t recv_deframed(int fd, void* buf, size_t len, int flags, sockaddr* from, socklen_t* fromlen,
                       const LeaseTable& leases) {
-    auto* out = static_cast<uint8_t*>(buf);
+    uint8_t* scratch = receive_scratch();
     for (;;) {
-        uint8_t head[kHeader4];
-        uint8_t tail[kTail];
-        iovec iov[3] = {{head, sizeof head}, {buf, len}, {tail, sizeof tail}};
         sockaddr_storage peer{};
-        msghdr m{};
-        m.msg_name = &peer;
-        m.msg_namelen = sizeof peer;
-        m.msg_iov = iov;
-        m.msg_iovlen = 3;
-        // MSG_TRUNC: the real datagram length, even when it did not fit.
-        ssize_t n = ::recvmsg(fd, &m, flags | MSG_TRUNC);
+        socklen_t plen = sizeof peer;
+        // The whole datagram always fits: MSG_TRUNC is ours to apply.
+        ssize_t n = ::recvfrom(fd, scratch, kReceiveScratch, flags & ~MSG_TRUNC, reinterpret_cast<sockaddr*>(&peer),
+                               &plen);
         if (n < 0) return -1;
-        const size_t total = static_cast<size_t>(n);
-        const size_t copied = std::min(total, sizeof head + len + sizeof tail);
+        const std::span<const uint8_t> dgram(scratch, static_cast<size_t>(n));
 
-        // The byte at offset `o` of what was received, across the iovecs.
-        auto at = [&](size_t o) -> uint8_t {
-            if (o < sizeof head) return head[o];
-            o -= sizeof head;
-            if (o < len) return out[o];
-            return tail[o - len];
-        };
-
-        bool keep = false;
-        s5::wire::UdpHeader h;
-        auto src = Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&peer), m.msg_namelen);
+        std::optional<s5::wire::UdpHeader> h;
+        auto src = Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&peer), plen);
         if (src && leases.is_current_relay(*src)) {
-            uint8_t hb[s5::wire::kUdpHeaderMax];
-            const size_t hn = std::min(copied, sizeof hb);
-            for (size_t i = 0; i < hn; ++i) hb[i] = at(i);
-            auto d = s5::wire::decode_udp_header({hb, hn});  // RSV, ATYP, length
-            if (d && d->frag == 0) {
-                h = *d;
-                keep = true;
-            }
+            auto d = s5::wire::decode_udp_header(dgram);  // RSV, ATYP, length
+            if (d && d->frag == 0) h = d;
         }
-        if (!keep) {
+        if (!h) {
             // A peeked datagram stays queued: take it off before the next.
             if (flags & MSG_PEEK) (void)::recv(fd, nullptr, 0, MSG_DONTWAIT);
             continue;
         }
 
-        const size_t payload = total - h.header_len;
+        const size_t payload = dgram.size() - h->header_len;
         const size_t delivered = std::min(payload, len);
-        if (h.header_len > sizeof head) {
-            // IPv6 header: its last 12 bytes landed at the start of buf.
-            const size_t shift = h.header_len - sizeof head;  // 12
-            const size_t from_buf = len > shift ? std::min(delivered, len - shift) : 0;
-            if (from_buf) std::memmove(out, out + shift, from_buf);
-            // The rest came into the tail, starting at stream offset
-            // header_len + from_buf, i.e. tail index shift + from_buf - len.
-            if (delivered > from_buf) std::memcpy(out + from_buf, tail + (shift + from_buf - len), delivered - from_buf);
-        }
-
+        if (delivered) std::memcpy(buf, scratch + h->header_len, delivered);
         if (from && fromlen) {
             sockaddr_storage ss;
-            const size_t slen = h.src.to_sockaddr(ss);
+            const size_t slen = h->src.to_sockaddr(ss);
             std::memcpy(from, &ss, std::min<size_t>(*fromlen, slen));
             *fromlen = static_cast<socklen_t>(slen);
         }
