@@ -8,6 +8,8 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <array>
+#include <vector>
 #include <memory>
 #include <optional>
 #include <span>
@@ -205,6 +207,219 @@ ssize_t recv_deframed(int fd, void* buf, size_t len, int flags, sockaddr* from, 
             *fromlen = static_cast<socklen_t>(slen);
         }
         return static_cast<ssize_t>((flags & MSG_TRUNC) ? payload : delivered);
+    }
+}
+
+
+// ---- batches -------------------------------------------------------------------
+
+namespace {
+
+// The per-thread arrays of a batch call, kept between calls.
+struct BatchScratch {
+    std::vector<mmsghdr> msgs;
+    std::vector<iovec> iovs;
+    std::vector<std::array<uint8_t, s5::wire::kUdpHeaderMax>> headers;
+    std::vector<size_t> header_lens;
+    std::vector<sockaddr_storage> names;
+    std::vector<uint8_t> bytes;
+};
+
+BatchScratch& batch_scratch() {
+    static thread_local BatchScratch s;
+    return s;
+}
+
+size_t iov_total(const msghdr& m) {
+    size_t t = 0;
+    for (size_t i = 0; i < static_cast<size_t>(m.msg_iovlen); ++i) t += m.msg_iov[i].iov_len;
+    return t;
+}
+
+bool is_nonblocking(int fd, int flags) {
+    if (flags & MSG_DONTWAIT) return true;
+    const int fl = ::fcntl(fd, F_GETFL);
+    return fl >= 0 && (fl & O_NONBLOCK);
+}
+
+// One IP_PKTINFO / IPV6_PKTINFO for `source`, as send_framed() builds it.
+size_t pktinfo(const Endpoint& source, char* buf) {
+    cmsghdr* c = reinterpret_cast<cmsghdr*>(buf);
+    if (source.family == AF_INET) {
+        in_pktinfo pi{};
+        std::memcpy(&pi.ipi_spec_dst, source.ip.data(), 4);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof pi);
+        std::memcpy(CMSG_DATA(c), &pi, sizeof pi);
+        return CMSG_SPACE(sizeof pi);
+    }
+    in6_pktinfo pi{};
+    std::memcpy(&pi.ipi6_addr, source.ip.data(), 16);
+    c->cmsg_level = IPPROTO_IPV6;
+    c->cmsg_type = IPV6_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof pi);
+    std::memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    return CMSG_SPACE(sizeof pi);
+}
+
+}  // namespace
+
+int send_framed_batch(int fd, const sockaddr* to, socklen_t tolen, mmsghdr* vec, unsigned vlen, int flags,
+                      const Endpoint* source, bool* source_refused) {
+    vlen = std::min(vlen, kMaxBatch);
+    BatchScratch& b = batch_scratch();
+    b.msgs.resize(vlen);
+    b.headers.resize(vlen);
+    b.header_lens.resize(vlen);
+    size_t niov = 0;
+    for (unsigned i = 0; i < vlen; ++i) niov += 1 + static_cast<size_t>(vec[i].msg_hdr.msg_iovlen);
+    b.iovs.resize(niov);
+
+    union {
+        cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(in6_pktinfo))];
+    } control;
+    std::memset(&control, 0, sizeof control);
+    const size_t controllen = source && source->family == to->sa_family ? pktinfo(*source, control.buf) : 0;
+
+    unsigned n = 0;
+    int err = 0;
+    size_t at = 0;
+    for (; n < vlen; ++n) {
+        const msghdr& m = vec[n].msg_hdr;
+        auto dst = m.msg_name ? Endpoint::from_sockaddr(static_cast<const sockaddr*>(m.msg_name), m.msg_namelen)
+                              : std::nullopt;
+        if (!dst) {
+            err = m.msg_name && m.msg_namelen >= sizeof(sa_family_t) &&
+                          static_cast<const sockaddr*>(m.msg_name)->sa_family != AF_INET &&
+                          static_cast<const sockaddr*>(m.msg_name)->sa_family != AF_INET6
+                      ? EAFNOSUPPORT
+                      : EINVAL;
+            break;
+        }
+        const size_t hlen = s5::wire::encode_udp_header(
+            *dst, std::span<uint8_t, s5::wire::kUdpHeaderMax>(b.headers[n].data(), s5::wire::kUdpHeaderMax));
+        if (hlen == 0) {
+            err = EAFNOSUPPORT;
+            break;
+        }
+        if (iov_total(m) > kMaxUdpPayload - hlen) {
+            err = EMSGSIZE;
+            break;
+        }
+        b.header_lens[n] = hlen;
+        iovec* iov = &b.iovs[at];
+        iov[0] = {b.headers[n].data(), hlen};
+        for (size_t k = 0; k < static_cast<size_t>(m.msg_iovlen); ++k) iov[1 + k] = m.msg_iov[k];
+        msghdr& out = b.msgs[n].msg_hdr;
+        out = {};
+        out.msg_name = const_cast<sockaddr*>(to);
+        out.msg_namelen = tolen;
+        out.msg_iov = iov;
+        out.msg_iovlen = 1 + static_cast<size_t>(m.msg_iovlen);
+        out.msg_control = controllen ? control.buf : nullptr;
+        out.msg_controllen = controllen;
+        b.msgs[n].msg_len = 0;
+        at += 1 + static_cast<size_t>(m.msg_iovlen);
+    }
+    if (n == 0) {
+        if (!err) return 0;
+        errno = err;
+        return -1;
+    }
+    int r;
+    while ((r = ::sendmmsg(fd, b.msgs.data(), n, flags | MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+    }
+    if (r < 0 && controllen && (errno == ENETUNREACH || errno == EINVAL || errno == EADDRNOTAVAIL)) {
+        // The source is not local here: without it, as send_framed() does.
+        for (unsigned i = 0; i < n; ++i) {
+            b.msgs[i].msg_hdr.msg_control = nullptr;
+            b.msgs[i].msg_hdr.msg_controllen = 0;
+        }
+        while ((r = ::sendmmsg(fd, b.msgs.data(), n, flags | MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+        }
+        if (r >= 0 && source_refused) *source_refused = true;
+    }
+    if (r < 0) return -1;
+    for (int i = 0; i < r; ++i) vec[i].msg_len = b.msgs[i].msg_len - static_cast<unsigned>(b.header_lens[i]);
+    return r;
+}
+
+int recv_deframed_batch(int fd, mmsghdr* vec, unsigned vlen, int flags, struct timespec* timeout,
+                        const LeaseTable& leases) {
+    if (flags & (MSG_PEEK | MSG_ERRQUEUE)) {
+        errno = EINVAL;
+        return -1;
+    }
+    vlen = std::min(vlen, kMaxBatch);
+    if (vlen == 0) return 0;
+    BatchScratch& b = batch_scratch();
+    b.msgs.resize(vlen);
+    b.iovs.resize(vlen);
+    b.names.resize(vlen);
+    // Each datagram's room: its header and what the caller can take of it.
+    std::vector<size_t> room(vlen);
+    size_t total = 0;
+    for (unsigned i = 0; i < vlen; ++i) {
+        room[i] = std::min(iov_total(vec[i].msg_hdr) + s5::wire::kUdpHeaderMax, kReceiveScratch);
+        total += room[i];
+    }
+    if (b.bytes.size() < total) b.bytes.resize(total);
+    size_t off = 0;
+    for (unsigned i = 0; i < vlen; ++i) {
+        b.iovs[i] = {b.bytes.data() + off, room[i]};
+        off += room[i];
+        msghdr& m = b.msgs[i].msg_hdr;
+        m = {};
+        m.msg_name = &b.names[i];
+        m.msg_namelen = sizeof(sockaddr_storage);
+        m.msg_iov = &b.iovs[i];
+        m.msg_iovlen = 1;
+    }
+    for (;;) {
+        const int r = ::recvmmsg(fd, b.msgs.data(), vlen, flags, timeout);
+        if (r < 0) return -1;
+        unsigned good = 0;
+        // A batch mostly comes from one relay: its verdict is asked once.
+        std::optional<Endpoint> last_src;
+        bool last_ok = false;
+        for (int j = 0; j < r; ++j) {
+            const msghdr& in = b.msgs[j].msg_hdr;
+            const std::span<const uint8_t> dgram(static_cast<const uint8_t*>(b.iovs[j].iov_base), b.msgs[j].msg_len);
+            auto src = Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&b.names[j]), in.msg_namelen);
+            if (!src) continue;
+            if (!last_src || !(*last_src == *src)) {
+                last_src = src;
+                last_ok = leases.is_current_relay(*src);
+            }
+            if (!last_ok) continue;
+            auto h = s5::wire::decode_udp_header(dgram);
+            if (!h || h->frag != 0) continue;
+            msghdr& out = vec[good].msg_hdr;
+            const size_t payload = dgram.size() - h->header_len;
+            size_t done = 0;
+            for (size_t k = 0; k < static_cast<size_t>(out.msg_iovlen) && done < payload; ++k) {
+                const size_t c = std::min(payload - done, out.msg_iov[k].iov_len);
+                if (c) std::memcpy(out.msg_iov[k].iov_base, dgram.data() + h->header_len + done, c);
+                done += c;
+            }
+            out.msg_flags = (done < payload || (in.msg_flags & MSG_TRUNC)) ? MSG_TRUNC : 0;
+            out.msg_controllen = 0;
+            if (out.msg_name) {
+                sockaddr_storage ss;
+                const size_t slen = h->src.to_sockaddr(ss);
+                std::memcpy(out.msg_name, &ss, std::min<size_t>(out.msg_namelen, slen));
+                out.msg_namelen = static_cast<socklen_t>(slen);
+            }
+            vec[good].msg_len = static_cast<unsigned>(done);
+            ++good;
+        }
+        if (good > 0) return static_cast<int>(good);
+        if (is_nonblocking(fd, flags)) {
+            errno = EAGAIN;
+            return -1;
+        }
     }
 }
 

@@ -86,4 +86,30 @@ int send_framed(int fd, const sockaddr* to, socklen_t tolen, const s5::wire::End
 ssize_t recv_deframed(int fd, void* buf, size_t len, int flags, sockaddr* from, socklen_t* fromlen,
                       const LeaseTable& leases);
 
+// The batch forms (socks5udp_sendmmsg / socks5udp_recvmmsg), at most
+// kMaxBatch messages a call, as sendmmsg(2) and recvmmsg(2) (UIO_MAXIOV).
+inline constexpr unsigned kMaxBatch = 1024;
+
+// Sends every message of vec[0..vlen): its msg_name is the target, its
+// iovecs the payload, framed with one header iovec in front (the payload is
+// not copied), all to the relay `to` in one sendmmsg(); the application's
+// msg_control is not sent (the source is `source`, as for send_framed).
+// A message with a bad target (null, short, not IP: EINVAL/EAFNOSUPPORT)
+// or too large (EMSGSIZE) ends the batch before it: -1 with that errno if
+// it is the first. Returns how many were sent, each one's msg_len set to
+// its payload bytes.
+int send_framed_batch(int fd, const sockaddr* to, socklen_t tolen, mmsghdr* vec, unsigned vlen, int flags,
+                      const s5::wire::Endpoint* source = nullptr, bool* source_refused = nullptr);
+
+// Receives up to vlen datagrams in one recvmmsg() (flags and timeout as
+// there) into per-thread buffers, drops what recv_deframed() drops, and
+// fills vec[0..n) with the n good ones in order: payload scattered into
+// msg_iov (msg_len the bytes delivered, MSG_TRUNC in msg_flags when the
+// payload did not fit), msg_name the sender named in the header (truncated
+// to msg_namelen, which is set to the full length), msg_controllen 0. When
+// every datagram received was dropped: EAGAIN if non-blocking, else it
+// receives again. MSG_PEEK and MSG_ERRQUEUE: EINVAL.
+int recv_deframed_batch(int fd, mmsghdr* vec, unsigned vlen, int flags, struct timespec* timeout,
+                        const LeaseTable& leases);
+
 }  // namespace s5::client

@@ -582,6 +582,135 @@ TEST_P(RecvFrom, ArgumentErrors) {
     EXPECT_EQ(errno, EINVAL);
 }
 
+// ---- socks5udp_sendmmsg / socks5udp_recvmmsg ------------------------------------
+
+TEST_F(SendTo, SendmmsgFramesEachDatagramForItsOwnTarget) {
+    Fd app = udp(AF_INET);
+    auto d1 = sockaddr_of(ep("192.0.2.7", 5353));
+    auto d2 = sockaddr_of(ep("2001:db8::1", 53));
+    char a[] = "he", b[] = "llo", c[] = "x";
+    iovec iov1[2] = {{a, 2}, {b, 3}};   // two iovecs: still one datagram
+    iovec iov2[1] = {{c, 1}};
+    mmsghdr v[2]{};
+    v[0].msg_hdr.msg_name = &d1;
+    v[0].msg_hdr.msg_namelen = sizeof(sockaddr_in);
+    v[0].msg_hdr.msg_iov = iov1;
+    v[0].msg_hdr.msg_iovlen = 2;
+    v[1].msg_hdr.msg_name = &d2;
+    v[1].msg_hdr.msg_namelen = sizeof(sockaddr_in6);
+    v[1].msg_hdr.msg_iov = iov2;
+    v[1].msg_hdr.msg_iovlen = 1;
+    ASSERT_EQ(socks5udp_sendmmsg(app.get(), v, 2, 0, sa(svr), svrlen), 2) << std::strerror(errno);
+    EXPECT_EQ(v[0].msg_len, 5u);
+    EXPECT_EQ(v[1].msg_len, 1u);
+    EXPECT_EQ(receive(relay.get()), cat(header4("192.0.2.7", 5353), Bytes{'h', 'e', 'l', 'l', 'o'}));
+    EXPECT_EQ(receive(relay.get()), cat(header6("2001:db8::1", 53), Bytes{'x'}));
+    EXPECT_EQ(socks5udp_sendmmsg(app.get(), v, 0, 0, sa(svr), svrlen), 0);
+}
+
+TEST_F(SendTo, SendmmsgStopsBeforeABadMessage) {
+    Fd app = udp(AF_INET);
+    auto d = sockaddr_of(ep("192.0.2.7", 7));
+    char m = 'm';
+    iovec iov{&m, 1};
+    mmsghdr v[3]{};
+    for (auto& x : v) {
+        x.msg_hdr.msg_name = &d;
+        x.msg_hdr.msg_namelen = sizeof(sockaddr_in);
+        x.msg_hdr.msg_iov = &iov;
+        x.msg_hdr.msg_iovlen = 1;
+    }
+    v[1].msg_hdr.msg_name = nullptr;   // no target
+    EXPECT_EQ(socks5udp_sendmmsg(app.get(), v, 3, 0, sa(svr), svrlen), 1);
+    EXPECT_TRUE(receive(relay.get()));
+    EXPECT_FALSE(receive(relay.get(), nullptr, 50)) << "sent past the bad message";
+    errno = 0;
+    EXPECT_EQ(socks5udp_sendmmsg(app.get(), v + 1, 2, 0, sa(svr), svrlen), -1);
+    EXPECT_EQ(errno, EINVAL);
+    // Too large: header + payload over 65507.
+    Bytes big(65507);
+    iovec bigiov{big.data(), big.size()};
+    v[2].msg_hdr.msg_iov = &bigiov;
+    errno = 0;
+    EXPECT_EQ(socks5udp_sendmmsg(app.get(), v + 2, 1, 0, sa(svr), svrlen), -1);
+    EXPECT_EQ(errno, EMSGSIZE);
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    v[2].msg_hdr.msg_name = &un;
+    v[2].msg_hdr.msg_namelen = sizeof un;
+    v[2].msg_hdr.msg_iov = &iov;
+    errno = 0;
+    EXPECT_EQ(socks5udp_sendmmsg(app.get(), v + 2, 1, 0, sa(svr), svrlen), -1);
+    EXPECT_EQ(errno, EAFNOSUPPORT);
+}
+
+TEST_F(SendTo, SendmmsgFollowsTheLease) {
+    Fd app = udp(AF_INET);
+    auto d = sockaddr_of(ep("192.0.2.7", 7));
+    char m = 'r';
+    iovec iov{&m, 1};
+    mmsghdr v{};
+    v.msg_hdr.msg_name = &d;
+    v.msg_hdr.msg_namelen = sizeof(sockaddr_in);
+    v.msg_hdr.msg_iov = &iov;
+    v.msg_hdr.msg_iovlen = 1;
+    lease.event({LeaseEventType::Renewing, 1, relay_ep, ep("127.0.0.1"), 0, 0});
+    errno = 0;
+    EXPECT_EQ(socks5udp_sendmmsg(app.get(), &v, 1, 0, sa(svr), svrlen), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    EXPECT_EQ(socks5_errno, S5_ERENEWING);
+    Fd relay2 = udp(AF_INET, "127.0.0.1");
+    lease.event({LeaseEventType::Renewed, 2, local_of(relay2.get()), ep("127.0.0.1"), 0, 0});
+    ASSERT_EQ(socks5udp_sendmmsg(app.get(), &v, 1, 0, sa(svr), svrlen), 1) << std::strerror(errno);
+    EXPECT_EQ(receive(relay2.get()), cat(header4("192.0.2.7", 7), Bytes{'r'}));
+}
+
+TEST_P(RecvFrom, RecvmmsgKeepsTheGoodDatagramsInOrder) {
+    Fd stranger = udp(family(), loopback());
+    from_relay(cat(header4("10.0.0.1", 1), Bytes{'a', 'b', 'c'}));
+    send_raw(stranger.get(), app_ep, cat(header4("10.0.0.1", 1), Bytes{'s'}));   // not a relay
+    from_relay(cat(header4("10.0.0.1", 1, /*frag*/ 1), Bytes{'f'}));            // FRAG != 0
+    from_relay(cat(header6("2001:db8::42", 443), pattern(40)));
+    from_relay(cat(header4("10.0.0.2", 2), pattern(30)));                        // truncated below
+    struct Slot {
+        Bytes buf = Bytes(64, 0xAA);
+        iovec iov{};
+        sockaddr_storage from{};
+    } slots[5];
+    mmsghdr v[5]{};
+    for (int i = 0; i < 5; ++i) {
+        slots[i].iov = {slots[i].buf.data(), i == 2 ? 10u : 64u};
+        v[i].msg_hdr.msg_iov = &slots[i].iov;
+        v[i].msg_hdr.msg_iovlen = 1;
+        v[i].msg_hdr.msg_name = &slots[i].from;
+        v[i].msg_hdr.msg_namelen = sizeof slots[i].from;
+        v[i].msg_hdr.msg_controllen = 99;   // must come back 0
+    }
+    // Blocking, no MSG_WAITFORONE: recvmmsg waits for all five, three are kept.
+    ASSERT_EQ(socks5udp_recvmmsg(app.get(), v, 5, 0, nullptr), 3) << std::strerror(errno);
+    EXPECT_EQ(v[0].msg_len, 3u);
+    EXPECT_EQ(std::string(slots[0].buf.begin(), slots[0].buf.begin() + 3), "abc");
+    EXPECT_EQ(*Endpoint::from_sockaddr(sa(slots[0].from), v[0].msg_hdr.msg_namelen), ep("10.0.0.1", 1));
+    EXPECT_EQ(v[0].msg_hdr.msg_flags, 0);
+    EXPECT_EQ(v[0].msg_hdr.msg_controllen, 0u);
+    EXPECT_EQ(v[1].msg_len, 40u);
+    EXPECT_EQ(Bytes(slots[1].buf.begin(), slots[1].buf.begin() + 40), pattern(40));
+    EXPECT_EQ(*Endpoint::from_sockaddr(sa(slots[1].from), v[1].msg_hdr.msg_namelen), ep("2001:db8::42", 443));
+    EXPECT_EQ(v[2].msg_len, 10u);
+    EXPECT_EQ(v[2].msg_hdr.msg_flags & MSG_TRUNC, MSG_TRUNC);
+    const Bytes p30 = pattern(30);
+    EXPECT_EQ(Bytes(slots[2].buf.begin(), slots[2].buf.begin() + 10), Bytes(p30.begin(), p30.begin() + 10));
+    EXPECT_EQ(slots[2].buf[10], 0xAA) << "written past the iovec";
+    // Nothing good left: EAGAIN, without blocking.
+    send_raw(stranger.get(), app_ep, Bytes{'z'});
+    errno = 0;
+    EXPECT_EQ(socks5udp_recvmmsg(app.get(), v, 5, MSG_DONTWAIT, nullptr), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    errno = 0;
+    EXPECT_EQ(socks5udp_recvmmsg(app.get(), v, 5, MSG_PEEK, nullptr), -1);
+    EXPECT_EQ(errno, EINVAL);
+}
+
 // ---- socks5udp_current and the repeated socks5udp_associate ---------------------
 
 TEST(Current, FollowsTheLease) {

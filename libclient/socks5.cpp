@@ -317,6 +317,54 @@ S5_EXPORT ssize_t socks5udp_recvfrom(int Socket, void* Buf, size_t Len, int Flag
     }, ssize_t{-1});
 }
 
+S5_EXPORT int socks5udp_sendmmsg(int Socket, struct mmsghdr* MsgVec, unsigned int VLen, int Flags,
+                                 struct sockaddr* Svr, size_t SvrLen) {
+    t_s5errno = 0;
+    return guarded([&]() -> int {
+        auto& sockets = s5::client::SocketCache::global();
+        if (int e = sockets.check(Socket)) return fail(e, 0);
+        s5::wire::Endpoint svr;
+        if (int e = parse_address(Svr, SvrLen, svr)) return fail(e, 0);
+        if (VLen > 0 && !MsgVec) return fail(EINVAL, 0);
+        // As socks5udp_sendto: the lease's news first, its current relay
+        // and source for the whole batch.
+        auto& table = s5::client::LeaseTable::global();
+        auto lease = table.route(svr);
+        sockaddr_storage to;
+        socklen_t tolen;
+        const s5::wire::Endpoint* source = nullptr;
+        if (lease) {
+            if (lease->state == s5::client::LeaseState::Renewing) return fail_renewing();
+            if (lease->state != s5::client::LeaseState::Active) return fail(lease->err, lease->s5err);
+            tolen = static_cast<socklen_t>(lease->relay.to_sockaddr(to));
+            if (lease->source.ip_len() != 0 && !lease->source_refused) source = &lease->source;
+        } else {
+            tolen = svr.family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+            std::memcpy(&to, Svr, tolen);
+        }
+        bool refused = false;
+        int n = s5::client::send_framed_batch(Socket, reinterpret_cast<const sockaddr*>(&to), tolen, MsgVec, VLen,
+                                              Flags, source, &refused);
+        if (n < 0) return fail(sockets.recheck_after_error(Socket, errno), 0);
+        if (refused) table.refuse_source(lease->fd, lease->source);
+        return n;
+    }, -1);
+}
+
+S5_EXPORT int socks5udp_recvmmsg(int Socket, struct mmsghdr* MsgVec, unsigned int VLen, int Flags,
+                                 struct timespec* Timeout) {
+    t_s5errno = 0;
+    return guarded([&]() -> int {
+        auto& sockets = s5::client::SocketCache::global();
+        if (int e = sockets.check(Socket)) return fail(e, 0);
+        if (VLen > 0 && !MsgVec) return fail(EINVAL, 0);
+        int n = s5::client::recv_deframed_batch(Socket, MsgVec, VLen, Flags, Timeout,
+                                                s5::client::LeaseTable::global());
+        if (n < 0) return fail(sockets.recheck_after_error(Socket, errno), 0);
+        return n;
+    }, -1);
+}
+
 S5_EXPORT int socks5udp_current(int LeaseSocket, struct sockaddr* Rendezvous, size_t Len) {
     t_s5errno = 0;
     return guarded([&]() -> int {

@@ -38,7 +38,7 @@ fi
 configdir=$sysconfdir/s5broker
 # Paths below the prefix, and absolute ones (below $dest).
 expected=(
-  libexec/s5brokerd bin/s5brokerctl
+  libexec/s5brokerd bin/s5brokerctl bin/s5socksify
   include/s5broker/socks5.h
   "$unitdir/s5brokerd.service" "$sysusersdir/s5broker.conf" "$tmpfilesdir/s5broker.conf"
   share/dbus-1/system.d/org.s5broker.Broker1.conf
@@ -49,7 +49,9 @@ expected=(
   share/man/man3/socks5udp_associate.3 share/man/man3/socks5udp_sendto.3
   share/man/man3/socks5udp_recvfrom.3 share/man/man3/socks5udp_current.3
   share/man/man3/socks5_getserv.3 share/man/man3/socks5_strerror.3 share/man/man3/socks5_errno.3
+  share/man/man3/socks5udp_sendmmsg.3 share/man/man3/socks5udp_recvmmsg.3
   share/man/man8/s5brokerd.8 share/man/man5/s5brokerd.json.5 share/man/man1/s5brokerctl.1
+  share/man/man1/s5socksify.1
 )
 for f in "${expected[@]}"; do
   if [[ $f == /* ]]; then
@@ -66,7 +68,7 @@ echo "installed:"
 
 # Only the C API is exported.
 exported=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBW]$/ {print $3}' | sed 's/@.*//' | grep -v '^_' | sort | tr '\n' ' ')
-want="socks5_errno_location socks5_getserv socks5_strerror socks5udp_associate socks5udp_current socks5udp_recvfrom socks5udp_sendto "
+want="socks5_errno_location socks5_getserv socks5_strerror socks5udp_associate socks5udp_current socks5udp_recvfrom socks5udp_recvmmsg socks5udp_sendmmsg socks5udp_sendto "
 [[ $exported == "$want" ]] || fail "exported symbols: '$exported', want '$want'"
 
 # The unit, the sysusers and tmpfiles files as configured: the programs and
@@ -99,11 +101,13 @@ systemd-analyze security --offline=yes --root="$dest" --threshold=13 "$unit" >/d
 
 # Man pages: no groff warnings, and the aliases point at the main page.
 out=$(
-  for f in libclient/man/socks5udp_associate.3 daemon/man/s5brokerd.8 daemon/man/s5brokerd.json.5 daemon/man/s5brokerctl.1; do
+  for f in libclient/man/socks5udp_associate.3 daemon/man/s5brokerd.8 daemon/man/s5brokerd.json.5 daemon/man/s5brokerctl.1 \
+    libclient/socksify/s5socksify.1; do
     groff -ww -z -man "$src/$f" 2>&1
     MANWIDTH=80 man -l "$src/$f" 2>&1 >/dev/null
   done
-  for n in socks5udp_sendto socks5udp_recvfrom socks5udp_current socks5_getserv socks5_strerror socks5_errno; do
+  for n in socks5udp_sendto socks5udp_recvfrom socks5udp_current socks5_getserv socks5_strerror socks5_errno \
+    socks5udp_sendmmsg socks5udp_recvmmsg; do
     [[ $(cat "$src/libclient/man/$n.3") == ".so man3/socks5udp_associate.3" ]] || echo "$n.3: not an alias"
   done
 )

@@ -19,10 +19,15 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* struct mmsghdr is in <sys/socket.h> with _GNU_SOURCE (see sendmmsg(2));
+ * declared here so that the prototypes below compile without it. */
+struct mmsghdr;
 
 /* SOCKS-specific error codes, reported in socks5_errno. They are distinct
  * from every errno value; 0 means "no SOCKS-specific error". */
@@ -132,6 +137,33 @@ int socks5udp_sendto(int Socket, void *Message, size_t MsgLen, int Flags,
  * FromLen, or MSG_ERRQUEUE). */
 ssize_t socks5udp_recvfrom(int Socket, void *Buf, size_t Len, int Flags,
                            struct sockaddr *From, socklen_t *FromLen);
+
+/* Batches, which no SOCKS client offers: socks5udp_sendto() and
+ * socks5udp_recvfrom() for up to 1024 datagrams in one sendmmsg(2) /
+ * recvmmsg(2).
+ *
+ * socks5udp_sendmmsg sends every message of MsgVec through the relay Svr
+ * (a rendezvous, followed to the lease's current relay as by
+ * socks5udp_sendto, once for the batch): each msg_hdr.msg_name is that
+ * datagram's target, its iovecs the payload (framed with one header iovec in
+ * front, not copied); msg_control is not sent. Returns how many were sent,
+ * each one's msg_len set to its payload bytes; a message with a bad target
+ * (EINVAL, EAFNOSUPPORT) or too large (EMSGSIZE) ends the batch before it:
+ * -1 with that errno if it is the first. Errors and Flags otherwise as
+ * socks5udp_sendto, and as sendmmsg(2).
+ *
+ * socks5udp_recvmmsg receives up to VLen datagrams with recvmmsg(2) (Flags
+ * and Timeout as there) and keeps what socks5udp_recvfrom keeps, in
+ * MsgVec[0..n): the payload in msg_iov, msg_len its bytes (MSG_TRUNC in
+ * msg_flags when it did not fit), msg_name the original sender (truncated to
+ * msg_namelen, which is set to the full length), msg_controllen 0. Returns n
+ * (at least 1), or -1: EAGAIN when non-blocking and nothing good was
+ * waiting (datagrams dropped are not counted), EINVAL for MSG_PEEK or
+ * MSG_ERRQUEUE, else as recvmmsg(2). */
+int socks5udp_sendmmsg(int Socket, struct mmsghdr *MsgVec, unsigned int VLen, int Flags,
+                       struct sockaddr *Svr, size_t SvrLen);
+int socks5udp_recvmmsg(int Socket, struct mmsghdr *MsgVec, unsigned int VLen, int Flags,
+                       struct timespec *Timeout);
 
 /* Writes the current relay of the lease LeaseSocket (a Socket that
  * socks5udp_associate() made a lease) to Rendezvous, after applying the
