@@ -247,6 +247,29 @@ TEST_F(Socksify, WithoutABrokerTheSendFailsClosed) {
     EXPECT_EQ(env->echo.sources().size(), before) << "a datagram left unproxied";
 }
 
+TEST_F(Socksify, ThreadsOnOwnAndSharedSockets) {
+    const size_t before = env->echo.sources().size();
+    auto r = python("threads", "127.0.0.1", env->echo.port(), "hello-threads");
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("threads ok"), std::string::npos) << r.output;
+    EXPECT_EQ(env->echo.sources().size(), before + 8 * 20 + 4 * 20);
+    EXPECT_TRUE(came_through_danted(env->echo, before));
+}
+
+// sendmmsg and recvmmsg, from two threads, IPv4 and IPv6.
+TEST_F(Socksify, SendmmsgAndRecvmmsg) {
+    for (const std::string host : {"127.0.0.1", "::1"}) {
+        const size_t before = env->echo.sources().size();
+        auto r = socksified({MMSG_CLIENT_PATH, host, std::to_string(env->echo.port()), "16"});
+        ASSERT_EQ(r.status, 0) << r.output;
+        EXPECT_NE(r.output.find("mmsg-0-15 from " + host + " " + std::to_string(env->echo.port())), std::string::npos)
+            << r.output;
+        EXPECT_NE(r.output.find("mmsg-1-0 from " + host), std::string::npos) << r.output;
+        EXPECT_EQ(env->echo.sources().size(), before + 32);
+        EXPECT_TRUE(came_through_danted(env->echo, before));
+    }
+}
+
 TEST_F(Socksify, Socat) {
     const size_t before = env->echo.sources().size();
     auto r = socksified({"/bin/sh", "-c",

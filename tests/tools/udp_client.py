@@ -12,6 +12,9 @@ MODE:
   fork      the child of a fork sends and receives on the parent's socket,
             then the parent does, on a dup() of it after closing the original
   mixed     sendto to HOST:PORT, then to ALSO:PORT (argv[5]) on the same socket
+  threads   8 threads, each with a socket of its own, 20 round trips each,
+            while 4 more share one socket for 20 sends each and one of them
+            reads all 80 replies; prints "threads ok"
   renew     a round trip, then "waiting" until SIGUSR1 arrives, then another
             on the same socket (the test moves the lease in between)
 """
@@ -20,6 +23,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 
 
 def family_of(host):
@@ -87,6 +91,49 @@ def main():
             d.settimeout(5)
             roundtrip(d, payload + b"-dup", dest)
             d.close()
+        elif mode == "threads":
+            errors = []
+
+            def own(i):
+                try:
+                    t = socket.socket(family_of(host), socket.SOCK_DGRAM)
+                    t.settimeout(5)
+                    for k in range(20):
+                        msg = payload + b"-%d-%d" % (i, k)
+                        t.sendto(msg, dest)
+                        data, _ = t.recvfrom(65535)
+                        if data != msg:
+                            errors.append("own %d: sent %r got %r" % (i, msg, data))
+                    t.close()
+                except OSError as e:
+                    errors.append("own %d: errno %d" % (i, e.errno))
+
+            shared = s
+            sent = []
+
+            def send_shared(i):
+                try:
+                    for k in range(20):
+                        msg = payload + b"-s%d-%d" % (i, k)
+                        shared.sendto(msg, dest)
+                        sent.append(msg)
+                except OSError as e:
+                    errors.append("shared %d: errno %d" % (i, e.errno))
+
+            workers = [threading.Thread(target=own, args=(i,)) for i in range(8)]
+            workers += [threading.Thread(target=send_shared, args=(i,)) for i in range(4)]
+            for w in workers:
+                w.start()
+            got = set()
+            while len(got) < 80:
+                data, _ = shared.recvfrom(65535)
+                got.add(data)
+            for w in workers:
+                w.join()
+            if errors or got != set(sent):
+                print("error", errors[:3], len(got), len(sent))
+                return 1
+            print("threads ok")
         elif mode == "renew":
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
             roundtrip(s, payload + b"-1", dest)
