@@ -8,11 +8,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstddef>
+#include <mutex>
 #include <cstring>
 #include <new>
 #include <optional>
@@ -38,6 +41,21 @@ int fail(int err, int s5err) {
     return -1;
 }
 
+// This process's id for process_vm_readv/writev, without a getpid() per
+// check (glibc does not cache it): refreshed in a forked child.
+std::atomic<pid_t> g_pid{0};
+
+pid_t self_pid() {
+    pid_t p = g_pid.load(std::memory_order_relaxed);
+    if (p == 0) {
+        static std::once_flag once;
+        std::call_once(once, [] { pthread_atfork(nullptr, nullptr, [] { g_pid.store(0); }); });
+        p = getpid();
+        g_pid.store(p, std::memory_order_relaxed);
+    }
+    return p;
+}
+
 // EFAULT "where detectable": process_vm_readv/writev on ourselves fault-check
 // a user pointer in one syscall without risking SIGSEGV. If the kernel
 // refuses the call (seccomp, old kernel), we cannot tell and assume valid.
@@ -46,7 +64,7 @@ bool readable(const void* p, size_t len) {
     char buf[256];
     size_t n = len < sizeof buf ? len : sizeof buf;
     iovec local{buf, n}, remote{const_cast<void*>(p), n};
-    ssize_t r = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    ssize_t r = process_vm_readv(self_pid(), &local, 1, &remote, 1, 0);
     return r >= 0 || errno != EFAULT;
 }
 
@@ -56,8 +74,8 @@ bool writable(void* p, size_t len) {
     size_t n = len < sizeof buf ? len : sizeof buf;
     iovec local{buf, n}, remote{p, n};
     // Read the bytes, then write the same bytes back: no visible change.
-    if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) < 0) return errno != EFAULT;
-    ssize_t r = process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
+    if (process_vm_readv(self_pid(), &local, 1, &remote, 1, 0) < 0) return errno != EFAULT;
+    ssize_t r = process_vm_writev(self_pid(), &local, 1, &remote, 1, 0);
     return r >= 0 || errno != EFAULT;
 }
 
@@ -83,9 +101,9 @@ int check_address(const sockaddr* sa, size_t len, s5::wire::Endpoint& out) {
     return parse_address(sa, len, out);
 }
 
-// EBADF / ENOTSOCK, else 0 with the socket's type.
-int socket_type(int s, int& type) {
-    if (fcntl(s, F_GETFD) < 0) return EBADF;
+// EBADF / ENOTSOCK, else 0 with the socket's type and descriptor flags.
+int socket_type(int s, int& type, int& fdflags) {
+    if ((fdflags = fcntl(s, F_GETFD)) < 0) return EBADF;
     socklen_t len = sizeof type;
     if (getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &len) < 0) return errno == ENOTSOCK ? ENOTSOCK : errno;
     return 0;
@@ -168,8 +186,8 @@ S5_EXPORT int socks5udp_associate(int Socket, const struct sockaddr* Dst, size_t
     t_s5errno = 0;
     return guarded([&]() -> int {
         auto& table = s5::client::LeaseTable::global();
-        int type = 0;
-        if (int e = socket_type(Socket, type)) return fail(e, 0);
+        int type = 0, fdflags = 0;
+        if (int e = socket_type(Socket, type, fdflags)) return fail(e, 0);
         // A lease socket of ours (same descriptor, same socket): a repeated
         // call, as after EINPROGRESS. Any other SEQPACKET socket is EINVAL.
         std::optional<s5::client::LeaseInfo> lease;
@@ -185,17 +203,18 @@ S5_EXPORT int socks5udp_associate(int Socket, const struct sockaddr* Dst, size_t
             return fail(e, 0);
         }
         s5::wire::Endpoint dst, svr;
-        if (int e = check_address(Dst, DstLen, dst)) return fail(e, 0);
-        // AIX overwrites Dst with the rendezvous: it must be writable.
+        // AIX overwrites Dst with the rendezvous: it must be writable (the
+        // check reads it too, so it is also the readable check).
+        if (!Dst || DstLen < sizeof(sa_family_t)) return fail(EINVAL, 0);
         if (!writable(const_cast<sockaddr*>(Dst), DstLen < sizeof(sockaddr_in6) ? DstLen : sizeof(sockaddr_in6)))
             return fail(EFAULT, 0);
+        if (int e = parse_address(Dst, DstLen, dst)) return fail(e, 0);
         if (Svr)
             if (int e = check_address(Svr, SvrLen, svr)) return fail(e, 0);
         if (lease) return complete_lease(Socket, *lease, Dst, DstLen);
 
-        int fdflags = fcntl(Socket, F_GETFD);
         int flflags = fcntl(Socket, F_GETFL);
-        if (fdflags < 0 || flflags < 0) return fail(EBADF, 0);
+        if (flflags < 0) return fail(EBADF, 0);
         const bool nonblocking = (flflags & O_NONBLOCK) != 0;
         if (continuing) return finish_direct(Socket, s5::client::direct_continue(Socket, DstLen, nonblocking), Dst);
 
