@@ -24,8 +24,11 @@
 #include <new>
 #include <vector>
 
+#include <s5broker/socks5.h>
+
 #include "fd_table.hpp"
 #include "real_calls.hpp"
+#include "shim_log.hpp"
 #include "shim_socket.hpp"
 
 using namespace s5::socksify;
@@ -122,6 +125,15 @@ ssize_t recv_buffer(int fd, ShimSocket& s, void* buf, size_t len, int flags, soc
     return n;
 }
 
+// A proxied destination: the plan, and whether the message can go in a
+// batch (its own plain target: socks5udp_sendmmsg frames msg_name as it is).
+bool batchable(const msghdr& m) {
+    if (!m.msg_name || m.msg_namelen < sizeof(sa_family_t)) return false;
+    const auto* sa = static_cast<const sockaddr*>(m.msg_name);
+    auto e = s5::wire::Endpoint::from_sockaddr(sa, m.msg_namelen);
+    return e && !e->is_v4_mapped();
+}
+
 int shim_sendmmsg(int fd, mmsghdr* vec, unsigned vlen, int flags) {
     auto s = ours(fd);
     if (!s) {
@@ -129,14 +141,43 @@ int shim_sendmmsg(int fd, mmsghdr* vec, unsigned vlen, int flags) {
         return real::sendmmsg(fd, vec, vlen, flags);
     }
     return guarded([&]() -> int {
+        // Runs of messages to proxied targets through one lease go out in
+        // one socks5udp_sendmmsg; anything else (and whatever a batch could
+        // not send: a renewal, a lost lease) one by one.
         unsigned i = 0;
-        for (; i < vlen; ++i) {
-            ssize_t n = send_message(fd, *s, &vec[i].msg_hdr, flags);
-            if (n < 0) {
-                if (i == 0) return -1;
-                break;
+        while (i < vlen) {
+            auto plan = batchable(vec[i].msg_hdr)
+                            ? s->plan_send(static_cast<const sockaddr*>(vec[i].msg_hdr.msg_name),
+                                           vec[i].msg_hdr.msg_namelen)
+                            : ShimSocket::Plan{};
+            unsigned run = 0;
+            if (plan.kind == ShimSocket::Plan::Kind::Proxy) {
+                run = 1;
+                while (i + run < vlen && run < 1024 && batchable(vec[i + run].msg_hdr)) {
+                    auto next = s->plan_send(static_cast<const sockaddr*>(vec[i + run].msg_hdr.msg_name),
+                                             vec[i + run].msg_hdr.msg_namelen);
+                    if (next.kind != ShimSocket::Plan::Kind::Proxy || next.lease != plan.lease) break;
+                    ++run;
+                }
             }
+            if (run > 1) {
+                int r;
+                {
+                    Inside in;
+                    r = socks5udp_sendmmsg(fd, vec + i, run, flags,
+                                           reinterpret_cast<sockaddr*>(&plan.lease->rendezvous),
+                                           plan.lease->rendezvous_len);
+                }
+                if (r > 0) {
+                    note("sendmmsg: %d of %u datagrams in one batch through lease fd %d", r, run, plan.lease->fd);
+                    i += static_cast<unsigned>(r);
+                    continue;
+                }
+            }
+            ssize_t n = send_message(fd, *s, &vec[i].msg_hdr, flags);
+            if (n < 0) return i == 0 ? -1 : static_cast<int>(i);
             vec[i].msg_len = static_cast<unsigned>(n);
+            ++i;
         }
         return static_cast<int>(i);
     });
