@@ -5,9 +5,10 @@ A UDP service for the s5socksify tests that says who it heard: every
 datagram's source address and port is appended to FILE as "IP PORT LENGTH
 WHO", WHO being G when the socket it came from belongs to a process of
 process group G (a danted's: the datagram came through its relay) and 0
-when it belongs to none of them (sent directly). It is decided when the datagram arrives,
-while the relay's socket still exists. It echoes each
-datagram back, or with --dns answers it as a DNS server would: every A
+when it belongs to none of them (sent directly). It is decided when the
+datagram arrives, while the relay's socket still exists; a socket no
+process holds (danted passes sockets between its processes) is looked at
+again until one does. It echoes each datagram back, or with --dns answers it as a DNS server would: every A
 query with 192.0.2.7. Port 0 picks a free port (the same on every address).
 Prints "udp-witness ready port=N" once bound; exits on SIGTERM."""
 import argparse
@@ -17,6 +18,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 
 def dns_answer(query: bytes) -> bytes:
@@ -52,21 +54,38 @@ def udp_inodes(port: int) -> set:
     return found
 
 
-def sent_by_group(port: int, pgid: int) -> bool:
+def owner_groups(port: int) -> set:
+    """The process groups of the processes that hold the UDP socket bound to
+    `port`: empty while no process holds it, which happens for an instant
+    when danted hands a socket from one of its processes to another."""
     inodes = udp_inodes(port)
+    groups = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
-            if os.getpgid(int(pid)) != pgid:
-                continue
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 link = os.readlink(f"/proc/{pid}/fd/{fd}")
                 if link.startswith("socket:[") and int(link[8:-1]) in inodes:
-                    return True
+                    groups.add(os.getpgid(int(pid)))
         except OSError:
             continue
-    return False
+    return groups
+
+
+def sender_group(port: int, relay_pgids: list) -> int:
+    """The relay process group that sent from `port`, or 0 when the socket
+    is someone else's. Asked again (for at most a second) while no process
+    holds the socket."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        groups = owner_groups(port)
+        for g in relay_pgids:
+            if g in groups:
+                return g
+        if groups or time.monotonic() >= deadline:
+            return 0
+        time.sleep(0.005)
 
 
 def main() -> int:
@@ -92,7 +111,7 @@ def main() -> int:
         for key, _ in sel.select():
             s = key.fileobj
             data, src = s.recvfrom(65535)
-            who = next((g for g in a.relay_pgid if sent_by_group(src[1], g)), 0)
+            who = sender_group(src[1], a.relay_pgid)
             log.write(f"{src[0]} {src[1]} {len(data)} {who}\n")
             reply = dns_answer(data) if a.dns else data
             if reply:
