@@ -42,6 +42,33 @@ bool suggests_other_socket(int e) {
     }
 }
 
+// One IP_PKTINFO / IPV6_PKTINFO for `source` in `buf` (room for
+// CMSG_SPACE(sizeof(in6_pktinfo))); returns its length. IP_PKTINFO also
+// works on an AF_INET6 socket sending to an IPv4 relay.
+size_t pktinfo(const Endpoint& source, char* buf) {
+    cmsghdr* c = reinterpret_cast<cmsghdr*>(buf);
+    if (source.family == AF_INET) {
+        in_pktinfo pi{};
+        std::memcpy(&pi.ipi_spec_dst, source.ip.data(), 4);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof pi);
+        std::memcpy(CMSG_DATA(c), &pi, sizeof pi);
+        return CMSG_SPACE(sizeof pi);
+    }
+    in6_pktinfo pi{};
+    std::memcpy(&pi.ipi6_addr, source.ip.data(), 16);
+    c->cmsg_level = IPPROTO_IPV6;
+    c->cmsg_type = IPV6_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof pi);
+    std::memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    return CMSG_SPACE(sizeof pi);
+}
+
+// The errors Linux gives for a source address that is not local to this
+// host: ENETUNREACH (IPv4), EINVAL, EADDRNOTAVAIL.
+bool source_not_local(int e) { return e == ENETUNREACH || e == EINVAL || e == EADDRNOTAVAIL; }
+
 int sockopt_int(int fd, int opt, int& value) {
     socklen_t len = sizeof value;
     return ::getsockopt(fd, SOL_SOCKET, opt, &value, &len);
@@ -107,8 +134,7 @@ int send_framed(int fd, const sockaddr* to, socklen_t tolen, const Endpoint& dst
     m.msg_iov = iov;
     m.msg_iovlen = 2;
 
-    // The source address, per datagram. IP_PKTINFO also works on an
-    // AF_INET6 socket sending to an IPv4 relay.
+    // The source address, per datagram.
     union {
         cmsghdr align;
         char buf[CMSG_SPACE(sizeof(in6_pktinfo))];
@@ -116,34 +142,17 @@ int send_framed(int fd, const sockaddr* to, socklen_t tolen, const Endpoint& dst
     if (source && source->family == to->sa_family) {
         std::memset(&control, 0, sizeof control);
         m.msg_control = control.buf;
-        cmsghdr* c = reinterpret_cast<cmsghdr*>(control.buf);
-        if (source->family == AF_INET) {
-            in_pktinfo pi{};
-            std::memcpy(&pi.ipi_spec_dst, source->ip.data(), 4);
-            c->cmsg_level = IPPROTO_IP;
-            c->cmsg_type = IP_PKTINFO;
-            c->cmsg_len = CMSG_LEN(sizeof pi);
-            std::memcpy(CMSG_DATA(c), &pi, sizeof pi);
-            m.msg_controllen = CMSG_SPACE(sizeof pi);
-        } else {
-            in6_pktinfo pi{};
-            std::memcpy(&pi.ipi6_addr, source->ip.data(), 16);
-            c->cmsg_level = IPPROTO_IPV6;
-            c->cmsg_type = IPV6_PKTINFO;
-            c->cmsg_len = CMSG_LEN(sizeof pi);
-            std::memcpy(CMSG_DATA(c), &pi, sizeof pi);
-            m.msg_controllen = CMSG_SPACE(sizeof pi);
-        }
+        m.msg_controllen = pktinfo(*source, control.buf);
     }
 
     for (;;) {
         ssize_t r = ::sendmsg(fd, &m, flags | MSG_NOSIGNAL);
         if (r >= 0) return 0;
         if (errno == EINTR) continue;
-        // A source address that is not local to this host: Linux says
-        // ENETUNREACH (IPv4) or EINVAL. Send without it rather than not at
-        // all; report the refusal only if that then works.
-        if (m.msg_control && (errno == ENETUNREACH || errno == EINVAL || errno == EADDRNOTAVAIL)) {
+        // A source address that is not local to this host: send without
+        // it rather than not at all; report the refusal only if that then
+        // works.
+        if (m.msg_control && source_not_local(errno)) {
             m.msg_control = nullptr;
             m.msg_controllen = 0;
             while ((r = ::sendmsg(fd, &m, flags | MSG_NOSIGNAL)) < 0 && errno == EINTR) {
@@ -242,27 +251,6 @@ bool is_nonblocking(int fd, int flags) {
     return fl >= 0 && (fl & O_NONBLOCK);
 }
 
-// One IP_PKTINFO / IPV6_PKTINFO for `source`, as send_framed() builds it.
-size_t pktinfo(const Endpoint& source, char* buf) {
-    cmsghdr* c = reinterpret_cast<cmsghdr*>(buf);
-    if (source.family == AF_INET) {
-        in_pktinfo pi{};
-        std::memcpy(&pi.ipi_spec_dst, source.ip.data(), 4);
-        c->cmsg_level = IPPROTO_IP;
-        c->cmsg_type = IP_PKTINFO;
-        c->cmsg_len = CMSG_LEN(sizeof pi);
-        std::memcpy(CMSG_DATA(c), &pi, sizeof pi);
-        return CMSG_SPACE(sizeof pi);
-    }
-    in6_pktinfo pi{};
-    std::memcpy(&pi.ipi6_addr, source.ip.data(), 16);
-    c->cmsg_level = IPPROTO_IPV6;
-    c->cmsg_type = IPV6_PKTINFO;
-    c->cmsg_len = CMSG_LEN(sizeof pi);
-    std::memcpy(CMSG_DATA(c), &pi, sizeof pi);
-    return CMSG_SPACE(sizeof pi);
-}
-
 }  // namespace
 
 int send_framed_batch(int fd, const sockaddr* to, socklen_t tolen, mmsghdr* vec, unsigned vlen, int flags,
@@ -331,7 +319,7 @@ int send_framed_batch(int fd, const sockaddr* to, socklen_t tolen, mmsghdr* vec,
     int r;
     while ((r = ::sendmmsg(fd, b.msgs.data(), n, flags | MSG_NOSIGNAL)) < 0 && errno == EINTR) {
     }
-    if (r < 0 && controllen && (errno == ENETUNREACH || errno == EINVAL || errno == EADDRNOTAVAIL)) {
+    if (r < 0 && controllen && source_not_local(errno)) {
         // The source is not local here: without it, as send_framed() does.
         for (unsigned i = 0; i < n; ++i) {
             b.msgs[i].msg_hdr.msg_control = nullptr;

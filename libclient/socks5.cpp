@@ -130,6 +130,37 @@ int fail_mapped(const std::string& error_name) {
     return fail(m.err, m.s5err);
 }
 
+// Where socks5udp_sendto / socks5udp_sendmmsg send for the rendezvous
+// `svr` (`Svr` as the caller gave it).
+struct SendTarget {
+    std::optional<s5::client::LeaseInfo> lease;
+    sockaddr_storage to;
+    socklen_t tolen = 0;
+    // The source IP the lease's association expects, if it has one.
+    const s5::wire::Endpoint* source() const {
+        return lease && lease->source.ip_len() != 0 && !lease->source_refused ? &lease->source : nullptr;
+    }
+    // The kernel refused that source as not local: stop using it.
+    void refuse_source() const { s5::client::LeaseTable::global().refuse_source(lease->fd, lease->source); }
+};
+
+// Svr names a lease of this process: its events are applied and the
+// datagrams go to its current relay, from its current source IP (0, or the
+// call's -1 after fail(): renewing, lost). Any other Svr is used as given.
+int send_target(const s5::wire::Endpoint& svr, const sockaddr* Svr, SendTarget& t) {
+    t.lease = s5::client::LeaseTable::global().route(svr);
+    if (t.lease) {
+        if (t.lease->state == s5::client::LeaseState::Renewing) return fail_renewing();
+        if (t.lease->state != s5::client::LeaseState::Active) return fail(t.lease->err, t.lease->s5err);  // lost
+        t.tolen = static_cast<socklen_t>(t.lease->relay.to_sockaddr(t.to));
+    } else {
+        // Not one of our leases: to Svr as given (scope id and all).
+        t.tolen = svr.family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+        std::memcpy(&t.to, Svr, t.tolen);
+    }
+    return 0;
+}
+
 // A second socks5udp_associate() on a lease socket, as connect(2) after
 // EINPROGRESS: 0 with the relay once Ready arrived, the failure once Lost
 // did, EALREADY while nothing has, EISCONN once it has returned 0. A lease
@@ -294,28 +325,13 @@ S5_EXPORT int socks5udp_sendto(int Socket, void* Message, size_t MsgLen, int Fla
         if (int e = parse_address(Dst, DstLen, dst)) return fail(e, 0);
         if (int e = parse_address(Svr, SvrLen, svr)) return fail(e, 0);
 
-        // Svr names a lease of this process: its events are applied and the
-        // datagram goes to its current relay, from its current source IP.
-        auto& table = s5::client::LeaseTable::global();
-        auto lease = table.route(svr);
-        sockaddr_storage to;
-        socklen_t tolen;
-        const s5::wire::Endpoint* source = nullptr;
-        if (lease) {
-            if (lease->state == s5::client::LeaseState::Renewing) return fail_renewing();
-            if (lease->state != s5::client::LeaseState::Active) return fail(lease->err, lease->s5err);  // lost
-            tolen = static_cast<socklen_t>(lease->relay.to_sockaddr(to));
-            if (lease->source.ip_len() != 0 && !lease->source_refused) source = &lease->source;
-        } else {
-            // Not one of our leases: to Svr as given (scope id and all).
-            tolen = svr.family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-            std::memcpy(&to, Svr, tolen);
-        }
+        SendTarget t;
+        if (int r = send_target(svr, Svr, t)) return r;
         bool refused = false;
-        if (s5::client::send_framed(Socket, reinterpret_cast<const sockaddr*>(&to), tolen, dst, Message, MsgLen,
-                                    Flags, source, &refused) < 0)
+        if (s5::client::send_framed(Socket, reinterpret_cast<const sockaddr*>(&t.to), t.tolen, dst, Message, MsgLen,
+                                    Flags, t.source(), &refused) < 0)
             return fail(sockets.recheck_after_error(Socket, errno), 0);
-        if (refused) table.refuse_source(lease->fd, lease->source);
+        if (refused) t.refuse_source();
         return 0;
     }, -1);
 }
@@ -345,27 +361,14 @@ S5_EXPORT int socks5udp_sendmmsg(int Socket, struct mmsghdr* MsgVec, unsigned in
         s5::wire::Endpoint svr;
         if (int e = parse_address(Svr, SvrLen, svr)) return fail(e, 0);
         if (VLen > 0 && !MsgVec) return fail(EINVAL, 0);
-        // As socks5udp_sendto: the lease's news first, its current relay
-        // and source for the whole batch.
-        auto& table = s5::client::LeaseTable::global();
-        auto lease = table.route(svr);
-        sockaddr_storage to;
-        socklen_t tolen;
-        const s5::wire::Endpoint* source = nullptr;
-        if (lease) {
-            if (lease->state == s5::client::LeaseState::Renewing) return fail_renewing();
-            if (lease->state != s5::client::LeaseState::Active) return fail(lease->err, lease->s5err);
-            tolen = static_cast<socklen_t>(lease->relay.to_sockaddr(to));
-            if (lease->source.ip_len() != 0 && !lease->source_refused) source = &lease->source;
-        } else {
-            tolen = svr.family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-            std::memcpy(&to, Svr, tolen);
-        }
+        // As socks5udp_sendto, once for the whole batch.
+        SendTarget t;
+        if (int r = send_target(svr, Svr, t)) return r;
         bool refused = false;
-        int n = s5::client::send_framed_batch(Socket, reinterpret_cast<const sockaddr*>(&to), tolen, MsgVec, VLen,
-                                              Flags, source, &refused);
+        int n = s5::client::send_framed_batch(Socket, reinterpret_cast<const sockaddr*>(&t.to), t.tolen, MsgVec,
+                                              VLen, Flags, t.source(), &refused);
         if (n < 0) return fail(sockets.recheck_after_error(Socket, errno), 0);
-        if (refused) table.refuse_source(lease->fd, lease->source);
+        if (refused) t.refuse_source();
         return n;
     }, -1);
 }
