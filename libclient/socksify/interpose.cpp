@@ -47,13 +47,9 @@ auto guarded(Fn&& fn) -> decltype(fn()) {
     }
 }
 
-// The ShimSocket behind `fd` when the caller is the application, else null.
-std::shared_ptr<ShimSocket> ours(int fd) {
-    if (t_inside) return nullptr;
-    const auto m = FdTable::global().mark(fd);
-    if (m == FdTable::Mark::NotOurs || m == FdTable::Mark::Private) return nullptr;
-    return FdTable::global().socket(fd);
-}
+// The ShimSocket behind `fd` when the caller is the application, else null
+// (FdTable::socket checks a descriptor it has not seen).
+std::shared_ptr<ShimSocket> ours(int fd) { return t_inside ? nullptr : FdTable::global().socket(fd); }
 
 // Only sockets already known: read()/write() never probe.
 std::shared_ptr<ShimSocket> ours_known(int fd) {
