@@ -22,7 +22,7 @@
 
 #include "datagram.hpp"
 #include "lease_table.hpp"
-#include "stats.hpp"
+#include "datagram_loop.hpp"
 #include "wire.hpp"
 
 namespace {
@@ -73,18 +73,13 @@ struct Setup {
     }
 };
 
+using s5bench::median;
+
+// One round of kPerRound calls of `fn`, per call.
 template <typename Fn>
 double round_ns(const Setup& s, Fn&& fn) {
-    auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < kPerRound; ++i) {
-        fn();
-        if ((i & 63) == 63) s.drain();
-    }
-    auto t1 = std::chrono::steady_clock::now();
-    return std::chrono::duration<double, std::nano>(t1 - t0).count() / kPerRound;
+    return s5bench::ns_per_call(s, kPerRound, fn);
 }
-
-double median(std::vector<double> v) { return s5bench::summarize(std::move(v)).median; }
 
 struct Row {
     std::string what;
@@ -158,10 +153,7 @@ void recv_rows(int family, std::vector<Row>& rows) {
     socklen_t app_len = sizeof app_sa;
     ::getsockname(s.app, reinterpret_cast<sockaddr*>(&app_sa), &app_len);
     Endpoint src = *Endpoint::parse_ip("192.0.2.7", 7);
-    uint8_t hdr[s5::wire::kUdpHeaderMax];
-    size_t hlen = s5::wire::encode_udp_header(src, std::span<uint8_t, s5::wire::kUdpHeaderMax>(hdr));
-    std::vector<uint8_t> framed(hdr, hdr + hlen);
-    framed.insert(framed.end(), kPayload, 0x5a);
+    const auto framed = s5bench::framed(src, std::vector<uint8_t>(kPayload, 0x5a));
     auto fill = [&] {
         for (int i = 0; i < kBatch; ++i)
             if (::sendto(s.relay, framed.data(), framed.size(), 0, reinterpret_cast<sockaddr*>(&app_sa), app_len) < 0)
@@ -207,10 +199,7 @@ void batch_rows(std::vector<Row>& rows) {
     Endpoint dst = *Endpoint::parse_ip("192.0.2.7", 7);
     sockaddr_storage dst_sa;
     socklen_t dst_len = static_cast<socklen_t>(dst.to_sockaddr(dst_sa));
-    uint8_t hdr[s5::wire::kUdpHeaderMax];
-    size_t hlen = s5::wire::encode_udp_header(dst, std::span<uint8_t, s5::wire::kUdpHeaderMax>(hdr));
-    std::vector<uint8_t> framed(hdr, hdr + hlen);
-    framed.insert(framed.end(), payload.begin(), payload.end());
+    auto framed = s5bench::framed(dst, payload);
 
     std::vector<iovec> raw_iov(kBatch, iovec{framed.data(), framed.size()});
     std::vector<iovec> lib_iov(kBatch, iovec{payload.data(), payload.size()});

@@ -25,7 +25,7 @@
 
 #include "harness.hpp"
 #include "mini_socks5.hpp"
-#include "stats.hpp"
+#include "datagram_loop.hpp"
 #include "wire.hpp"
 
 namespace {
@@ -60,26 +60,15 @@ struct Sink {
     }
 };
 
+using s5bench::median;
+
 template <typename Fn>
 double round_ns(const Sink& s, Fn&& fn) {
-    auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < kPerRound; ++i) {
-        fn();
-        if ((i & 63) == 63) s.drain();
-    }
-    auto t1 = std::chrono::steady_clock::now();
-    return std::chrono::duration<double, std::nano>(t1 - t0).count() / kPerRound;
+    return s5bench::ns_per_call(s, kPerRound, fn);
 }
 
-double median(std::vector<double> v) { return s5bench::summarize(std::move(v)).median; }
-
 std::vector<uint8_t> framed_payload(const std::vector<uint8_t>& payload) {
-    uint8_t hdr[s5::wire::kUdpHeaderMax];
-    size_t hlen = s5::wire::encode_udp_header(*Endpoint::parse_ip(kTarget, kTargetPort),
-                                              std::span<uint8_t, s5::wire::kUdpHeaderMax>(hdr));
-    std::vector<uint8_t> f(hdr, hdr + hlen);
-    f.insert(f.end(), payload.begin(), payload.end());
-    return f;
+    return s5bench::framed(*Endpoint::parse_ip(kTarget, kTargetPort), payload);
 }
 
 using SendtoFn = ssize_t (*)(int, const void*, size_t, int, const sockaddr*, socklen_t);
