@@ -72,6 +72,7 @@ Association::Association(EventLoop& loop, const s5::config::Server& server, cons
       keepalive_(keepalive),
       server_uid_(server.server_uid),
       pipelined_(server.pipelining),
+      claim_by_socket_(server.claim == s5::config::Server::Claim::Socket),
       cb_(std::move(cb)),
       id_(id),
       deadline_(loop, [this] { on_deadline(); }) {}
@@ -86,11 +87,13 @@ Association::Association(EventLoop& loop, const s5::config::Server& server, cons
 }
 
 Association::Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
-                         const state::AssociationRecord& rec, UniqueFd fd, DurableState* durable, Callbacks cb)
+                         const state::AssociationRecord& rec, UniqueFd fd, UniqueFd claim, DurableState* durable,
+                         Callbacks cb)
     : Association(loop, server, keepalive, std::move(cb), rec.id) {
     last_association_id = std::max(last_association_id, rec.id);
     state_ = State::Ready;
     fd_ = std::move(fd);
+    claim_ = std::move(claim);
     relay_ = rec.relay;
     source_ = rec.source;
     // Its start is CLOCK_MONOTONIC, shared by every process of this boot;
@@ -112,6 +115,10 @@ void Association::make_durable(DurableState& d) {
     // The descriptor first, then the record that names it: a crash in
     // between leaves an fd without a record, which the next broker closes.
     if (!d.keep_fd(state::fd_name_association(id_), fd_.get())) return;
+    if (claim_ && !d.keep_fd(state::fd_name_claim(id_), claim_.get())) {
+        d.drop_fd(state::fd_name_association(id_));
+        return;
+    }
     durable_ = &d;
     durable_->put(slot_, state::encode(record()));
 }
@@ -121,6 +128,7 @@ void Association::forget_durable() {
     if (!durable_->frozen()) {
         durable_->erase(slot_);
         durable_->drop_fd(state::fd_name_association(id_));
+        if (claim_) durable_->drop_fd(state::fd_name_claim(id_));
     }
     durable_ = nullptr;
 }
@@ -229,8 +237,12 @@ void Association::on_connected() {
     source_ = *src;
     source_.port = 0;
     if (creds_ && !credentials_may_go_to_peer()) return;
-    // DST of the request = our own source IP with port 0: only datagrams
-    // from this host can claim the association (docs/design.md §7).
+    // DST of the request = our own source IP and the port of a UDP socket
+    // bound there, which only this broker holds: the server takes
+    // datagrams from that socket alone, so nobody else can claim the
+    // association (docs/design.md §7). With claim "first_datagram", port 0:
+    // the first datagram from this host's source IP claims it.
+    if (claim_by_socket_ && !make_claim_socket()) return;
     hs_.emplace(std::move(creds_), source_, pipelined_);
     creds_.reset();
     state_ = State::Handshaking;
@@ -241,6 +253,37 @@ void Association::on_connected() {
     }
     watch_.set_events(EPOLLIN | EPOLLRDHUP);
     flush();
+}
+
+bool Association::make_claim_socket() {
+    claim_.reset(outside_reserve(::socket(source_.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP)));
+    if (!claim_) {
+        const int e = errno;
+        if (out_of_descriptors(e) || e == ENOBUFS || e == ENOMEM)
+            fail(Code::QuotaExceeded, "no socket to claim an association on " + server_.to_string() + ": " +
+                                          errno_text(e));
+        else
+            fail(Code::ServerFailure, "cannot make the UDP socket of an association: " + errno_text(e));
+        return false;
+    }
+    sockaddr_storage ss{};
+    socklen_t len = static_cast<socklen_t>(source_.to_sockaddr(ss));
+    sockaddr_storage bound{};
+    socklen_t blen = sizeof bound;
+    std::optional<wire::Endpoint> at;
+    if (::bind(claim_.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0 &&
+        getsockname(claim_.get(), reinterpret_cast<sockaddr*>(&bound), &blen) == 0)
+        at = wire::Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&bound), blen);
+    if (!at || at->port == 0) {
+        const int e = errno;
+        claim_.reset();
+        // EADDRINUSE: every local port of that address is taken.
+        fail(e == EADDRINUSE ? Code::QuotaExceeded : Code::ServerFailure,
+             "cannot bind the UDP socket of an association to " + source_.to_string() + ": " + errno_text(e));
+        return false;
+    }
+    source_.port = at->port;
+    return true;
 }
 
 bool Association::flush() {
@@ -370,6 +413,7 @@ void Association::fail(Code code, const std::string& text) {
     watch_.reset();
     deadline_.disarm();
     fd_.reset();
+    claim_.reset();
     hs_.reset();
     auto cb = cb_.failed;  // may destroy this object
     cb(*this, code, text);
@@ -387,6 +431,7 @@ void Association::close_ready(int err, const std::string& why) {
     forget_durable();
     watch_.reset();
     fd_.reset();
+    claim_.reset();
     auto cb = cb_.closed;  // may destroy this object
     cb(*this, why);
 }

@@ -39,11 +39,13 @@ public:
     // from inside the constructor, and may destroy this object.
     Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
                 std::chrono::milliseconds setup_timeout, Callbacks cb);
-    // A ready association an earlier broker made, from its record and its
-    // control connection as the fd store kept it (already stored). Check
-    // alive() before trusting it.
+    // A ready association an earlier broker made, from its record, its
+    // control connection and its claim socket (none: claim by first
+    // datagram) as the fd store kept them (already stored). Check alive()
+    // before trusting it.
     Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
-                const state::AssociationRecord& rec, UniqueFd fd, DurableState* durable, Callbacks cb);
+                const state::AssociationRecord& rec, UniqueFd fd, UniqueFd claim, DurableState* durable,
+                Callbacks cb);
     ~Association();
     Association(const Association&) = delete;
     Association& operator=(const Association&) = delete;
@@ -58,8 +60,14 @@ public:
     // replaced by the server's address, or the configured override).
     const s5::wire::Endpoint& relay() const { return relay_; }
     // The broker's own source IP on the control connection: the IP the
-    // server expects datagrams from (port 0).
+    // server expects datagrams from; with a claim socket, its port too
+    // (else 0).
     const s5::wire::Endpoint& source() const { return source_; }
+    // The UDP socket bound to source() whose address was the request's
+    // DST: the only socket the server takes datagrams from. It goes to the
+    // application with every Ready/Renewed (lease.cpp); -1 when the server
+    // is configured with claim "first_datagram".
+    int claim_socket() const { return claim_.get(); }
     Clock::time_point ready_since() const { return ready_since_; }
     // After `closed`: the socket error that ended it (ETIMEDOUT when
     // keepalive gave up), or 0 for an orderly close by the server.
@@ -80,6 +88,9 @@ private:
     void start_connect();
     void on_io(uint32_t revents);
     void on_connected();
+    // Binds claim_ to source_'s IP (any port) and puts the port in
+    // source_. False (and failed) when the kernel refuses.
+    bool make_claim_socket();
     // False (and failed) when the server is on this host and listens as a
     // user the configuration does not trust with the password.
     bool credentials_may_go_to_peer();
@@ -99,10 +110,12 @@ private:
     std::optional<s5::proto::Credentials> creds_;
     std::optional<uid_t> server_uid_;            // may listen locally, besides root
     bool pipelined_;
+    bool claim_by_socket_;
     Callbacks cb_;
     uint64_t id_;
     State state_ = State::Connecting;
     UniqueFd fd_;
+    UniqueFd claim_;                             // see claim_socket()
     IoWatch watch_;
     Timer deadline_;
     std::optional<s5::proto::Handshake> hs_;

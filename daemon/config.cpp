@@ -341,7 +341,8 @@ Auth parse_auth(const json& v, std::string_view path) {
 
 Server parse_server(const json& v, std::string_view path) {
     const json& obj =
-        object_with(v, path, {"name", "address", "port", "auth", "relay_address_override", "pipelining", "server_uid"});
+        object_with(v, path, {"name", "address", "port", "auth", "relay_address_override", "pipelining", "server_uid",
+                                "claim"});
     Server s;
 
     const std::string name_path = child(path, "name");
@@ -363,6 +364,16 @@ Server parse_server(const json& v, std::string_view path) {
     // (uid_t)-1 is "no user" to the kernel: not a uid to trust.
     if (const json* u = optional_field(obj, "server_uid"))
         s.server_uid = static_cast<uid_t>(get_uint(*u, child(path, "server_uid"), 0, 4294967294u));
+    if (const json* c = optional_field(obj, "claim")) {
+        const std::string claim_path = child(path, "claim");
+        const std::string v = get_string(*c, claim_path);
+        if (v == "socket")
+            s.claim = Server::Claim::Socket;
+        else if (v == "first_datagram")
+            s.claim = Server::Claim::FirstDatagram;
+        else
+            fail(claim_path, "must be \"socket\" or \"first_datagram\"");
+    }
     return s;
 }
 

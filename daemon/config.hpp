@@ -45,6 +45,16 @@ struct Server {
     // Who may listen at `endpoint` when it is on this host, besides root:
     // credentials go to a local listener owned by root or by this uid only.
     std::optional<uid_t> server_uid;
+    // Who may use an association (docs/design.md §7, "Claiming"): Socket,
+    // the default, has the broker bind a UDP socket of its own to the
+    // source address and name it as the request's DST, so the server takes
+    // datagrams from that socket only, and hands the socket to the
+    // application. FirstDatagram (opt-in, "claim": "first_datagram") names
+    // the source IP with port 0, as brokers before did, for applications
+    // that frame by hand from a socket they cannot give up: the first
+    // datagram from that IP, whoever sends it, takes the association.
+    enum class Claim { Socket, FirstDatagram };
+    Claim claim = Claim::Socket;
 };
 
 struct Prefix {

@@ -53,7 +53,7 @@ std::string routes_with(std::string_view routes) {
 const std::string kRootKeys =
     "(expected one of: servers, routes, socks5c_conf, pool, keepalive, lease_grace_s, limits, allowed_groups)";
 const std::string kServerKeys =
-    "(expected one of: name, address, port, auth, relay_address_override, pipelining, server_uid)";
+    "(expected one of: name, address, port, auth, relay_address_override, pipelining, server_uid, claim)";
 const std::string kNameRule = "must be 1..64 characters of A-Z, a-z, 0-9 and _";
 
 // ---- Bad configs: one exact message each -------------------------------------------
@@ -139,6 +139,10 @@ std::vector<BadCase> bad_cases() {
          "servers[0].relay_address_override: must be null or a string"},
         {"pipelining_string", server_with(std::string(kServerA) + R"(,"pipelining":"yes")"),
          "servers[0].pipelining: must be a boolean"},
+        {"claim_unknown", server_with(std::string(kServerA) + R"(,"claim":"first")"),
+         R"(servers[0].claim: must be "socket" or "first_datagram")"},
+        {"claim_bool", server_with(std::string(kServerA) + R"(,"claim":true)"),
+         "servers[0].claim: must be a string"},
         {"server_uid_string", server_with(std::string(kServerA) + R"(,"server_uid":"nobody")"),
          "servers[0].server_uid: must be an integer in 0..4294967294"},
         {"server_uid_negative", server_with(std::string(kServerA) + R"(,"server_uid":-1)"),
@@ -362,8 +366,15 @@ TEST(GoodConfig, ServerOptions) {
     ASSERT_TRUE(s.relay_address_override.has_value());
     EXPECT_EQ(*s.relay_address_override, ip("198.51.100.7"));
     EXPECT_TRUE(s.pipelining);
+    EXPECT_EQ(s.claim, Server::Claim::Socket);  // the default
     EXPECT_EQ(s.auth.method, AuthMethod::Username);
     EXPECT_EQ(s.auth.password_file, "");  // a credential, resolved by load()
+}
+
+TEST(GoodConfig, ClaimByFirstDatagramIsOptIn) {
+    const Result<Config> r = parse(server_with(std::string(kServerA) + R"(,"claim":"first_datagram")"));
+    ASSERT_TRUE(r.ok()) << r.error.to_string();
+    EXPECT_EQ(r.value->servers[0].claim, Server::Claim::FirstDatagram);
 }
 
 TEST(GoodConfig, BoundaryValues) {

@@ -187,11 +187,43 @@ void Lease::send_event(const s5::wire::LeaseEvent& ev) {
 }
 
 bool Lease::try_send(const s5::wire::LeaseEvent& ev) {
-    auto rec = s5::wire::encode_lease_event(ev);
+    // A Ready/Renewed carries the association's claim socket, if it has
+    // one: the application sends from it (association.hpp). Events are the
+    // latest state (send_event), so the current association's is the one.
+    s5::wire::LeaseEvent out = ev;
+    const bool names_relay =
+        ev.type == s5::wire::LeaseEventType::Ready || ev.type == s5::wire::LeaseEventType::Renewed;
+    const int claim = names_relay && assoc_ ? assoc_->claim_socket() : -1;
+    out.socket = claim >= 0;
+    auto rec = s5::wire::encode_lease_event(out);
+    iovec iov{rec.data(), rec.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    if (claim >= 0) {
+        std::memset(control, 0, sizeof control);
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        std::memcpy(CMSG_DATA(c), &claim, sizeof claim);
+    }
     for (;;) {
-        if (::send(broker_end_.get(), rec.data(), rec.size(), MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return true;
+        if (::sendmsg(broker_end_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return true;
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return false;
+        if (errno == ETOOMANYREFS && msg.msg_control) {
+            // More descriptors in flight to applications that do not read
+            // than our RLIMIT_NOFILE: the event goes without its socket
+            // (still flagged), and the library reports the lease lost with
+            // EMFILE, as when it had no room for the descriptor itself.
+            msg.msg_control = nullptr;
+            msg.msg_controllen = 0;
+            continue;
+        }
         // Closed: the EOF handling that follows releases the lease.
         return true;
     }

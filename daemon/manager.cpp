@@ -73,7 +73,7 @@ namespace {
 bool same_server(const s5::config::Server& a, const s5::config::Server& b) {
     return a.endpoint == b.endpoint && a.auth.method == b.auth.method && a.auth.username == b.auth.username &&
            a.auth.password == b.auth.password && a.relay_address_override == b.relay_address_override &&
-           a.pipelining == b.pipelining && a.server_uid == b.server_uid;
+           a.pipelining == b.pipelining && a.server_uid == b.server_uid && a.claim == b.claim;
 }
 }  // namespace
 

@@ -38,18 +38,29 @@ Manager::RestoreReport Manager::restore(const state::Image& image, StoredFds& fd
         const std::string name = state::fd_name_association(rec.id);
         UniqueFd fd = take(fds, name);
         if (!fd) continue;  // stored without its record's fd: nothing to restore
+        // Claimed by a socket of ours (a source port): that socket too.
+        UniqueFd claim = rec.source.port ? take(fds, state::fd_name_claim(rec.id)) : UniqueFd();
+        if (rec.source.port && !claim) {
+            log_info("association %llu: its UDP socket is gone from the store; closing it", ull(rec.id));
+            if (durable_) durable_->drop_fd(name);
+            ++rep.closed;
+            continue;
+        }
         auto p = pools_.find(rec.server);
         // A server that is gone from the configuration, or now names
         // another address, cannot own this connection any more.
         if (p == pools_.end() || !(p->second->server().endpoint == rec.server_endpoint)) {
             log_info("association %llu: server %s is no longer configured as it was; closing it", ull(rec.id),
                      rec.server.c_str());
-            if (durable_) durable_->drop_fd(name);
+            if (durable_) {
+                durable_->drop_fd(name);
+                if (claim) durable_->drop_fd(state::fd_name_claim(rec.id));
+            }
             ++rep.closed;
             continue;
         }
         auto a = std::make_unique<Association>(loop_, p->second->server(), config_.keepalive, rec, std::move(fd),
-                                               durable_, Association::Callbacks{});
+                                               std::move(claim), durable_, Association::Callbacks{});
         assoc_pool[rec.id] = rec.server;
         assocs.emplace(rec.id, std::move(a));
     }

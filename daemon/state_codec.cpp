@@ -303,10 +303,12 @@ std::variant<Image, std::string> parse(std::span<const uint8_t> image) {
 
 std::string fd_name_lease(uint64_t id) { return "lease-" + std::to_string(id); }
 std::string fd_name_association(uint64_t id) { return "assoc-" + std::to_string(id); }
+std::string fd_name_claim(uint64_t id) { return "claim-" + std::to_string(id); }
 std::string fd_name_state(uint64_t epoch) { return "state-" + std::to_string(epoch); }
 
 std::optional<std::pair<char, uint64_t>> parse_fd_name(std::string_view name) {
-    static constexpr std::pair<std::string_view, char> kinds[] = {{"lease-", 'l'}, {"assoc-", 'a'}, {"state-", 's'}};
+    static constexpr std::pair<std::string_view, char> kinds[] = {
+        {"lease-", 'l'}, {"assoc-", 'a'}, {"claim-", 'c'}, {"state-", 's'}};
     for (const auto& [prefix, kind] : kinds) {
         if (!name.starts_with(prefix)) continue;
         auto digits = name.substr(prefix.size());

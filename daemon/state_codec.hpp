@@ -66,6 +66,8 @@ struct AssociationRecord {
     uint64_t id = 0;
     std::string server;                 // configured name
     s5::wire::Endpoint server_endpoint; // where it is connected: must still match the config
+    // source: a port other than 0 says the association was claimed by a
+    // socket of the broker's, stored as fd_name_claim(id).
     s5::wire::Endpoint relay, source;
     uint64_t ready_since_usec = 0;      // CLOCK_MONOTONIC (the same in every process of a boot)
     bool operator==(const AssociationRecord&) const = default;
@@ -94,8 +96,9 @@ std::variant<Image, std::string> parse(std::span<const uint8_t> image);
 // The names the file descriptors have in systemd's store (FDNAME=).
 std::string fd_name_lease(uint64_t lease_id);        // "lease-<id>": the broker's end
 std::string fd_name_association(uint64_t assoc_id);  // "assoc-<id>": the control connection
+std::string fd_name_claim(uint64_t assoc_id);        // "claim-<id>": its claim socket (UDP)
 std::string fd_name_state(uint64_t epoch);           // "state-<epoch>": the memfd
-// Parses a stored name back: kind is 'l', 'a' or 's'; nullopt for others.
+// Parses a stored name back: kind is 'l', 'a', 'c' or 's'; nullopt for others.
 std::optional<std::pair<char, uint64_t>> parse_fd_name(std::string_view name);
 
 }  // namespace s5d::state

@@ -178,6 +178,8 @@ TEST(StateCodec, FdNames) {
     EXPECT_EQ(fd_name_state(1), "state-1");
     EXPECT_EQ(parse_fd_name("lease-12"), (std::pair<char, uint64_t>{'l', 12}));
     EXPECT_EQ(parse_fd_name("assoc-3"), (std::pair<char, uint64_t>{'a', 3}));
+    EXPECT_EQ(parse_fd_name("claim-3"), (std::pair<char, uint64_t>{'c', 3}));
+    EXPECT_EQ(fd_name_claim(3), "claim-3");
     EXPECT_EQ(parse_fd_name("state-18446744073709551615"), (std::pair<char, uint64_t>{'s', UINT64_MAX}));
     for (const char* bad : {"lease-", "lease-012", "lease-1x", "lease-18446744073709551616", "stored", "unknown", ""})
         EXPECT_EQ(parse_fd_name(bad), std::nullopt) << bad;

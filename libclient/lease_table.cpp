@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
+#include "claim_socket.hpp"
 #include "errors.hpp"
 
 namespace s5::client {
@@ -141,6 +143,13 @@ std::optional<LeaseInfo> LeaseTable::route(const Endpoint& relay) {
     return refresh_locked(r->second);
 }
 
+int LeaseTable::place(int fd, int udp) {
+    std::lock_guard<std::mutex> g(m_);
+    auto it = leases_.find(fd);
+    if (it == leases_.end()) return EINVAL;
+    return place_locked(it->second, udp);
+}
+
 void LeaseTable::refuse_source(int fd, const Endpoint& source) {
     std::lock_guard<std::mutex> g(m_);
     auto it = leases_.find(fd);
@@ -181,8 +190,17 @@ void LeaseTable::drain_locked(Lease& l, int read_fd, size_t max) {
         // One byte more than a record: a longer (future) record arrives
         // truncated and fails to decode instead of passing as a short one.
         uint8_t buf[s5::wire::kLeaseEventSize + 1];
+        iovec iov{buf, sizeof buf};
+        // Room for a few descriptors: a record carries at most one; more
+        // (not from a broker of ours) are closed below.
+        alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
         ssize_t n;
-        while ((n = ::recv(read_fd, buf, sizeof buf, MSG_DONTWAIT)) < 0 && errno == EINTR) {
+        while ((n = ::recvmsg(read_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
         }
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -194,12 +212,35 @@ void LeaseTable::drain_locked(Lease& l, int read_fd, size_t max) {
             mark_lost_locked(l, 0, 0);
             return;
         }
+        s5::UniqueFd sock;
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < count; ++i) {
+                int fd;
+                std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                if (!sock)
+                    sock.reset(fd);
+                else
+                    ::close(fd);
+            }
+        }
         // Records we cannot decode (newer version, garbage) are skipped.
-        if (auto ev = s5::wire::decode_lease_event({buf, static_cast<size_t>(n)})) apply_locked(l, *ev);
+        auto ev = s5::wire::decode_lease_event({buf, static_cast<size_t>(n)});
+        if (!ev) continue;
+        if (ev->socket && !sock) {
+            // The record's socket did not arrive: no room for another
+            // descriptor here (MSG_CTRUNC), or the broker had too many in
+            // flight. Without it nothing can be sent that the server takes.
+            mark_lost_locked(l, EMFILE, 0);
+            return;
+        }
+        if (!ev->socket) sock.reset();
+        apply_locked(l, *ev, std::move(sock));
     }
 }
 
-void LeaseTable::apply_locked(Lease& l, const LeaseEvent& ev) {
+void LeaseTable::apply_locked(Lease& l, const LeaseEvent& ev, s5::UniqueFd sock) {
     switch (ev.type) {
         case LeaseEventType::Ready:
         case LeaseEventType::Renewed:
@@ -208,7 +249,7 @@ void LeaseTable::apply_locked(Lease& l, const LeaseEvent& ev) {
             // Generations only grow; an older or repeated one changes nothing
             // (a renewing lease waits for a generation newer than the ended one).
             if (l.info.state != LeaseState::Pending && ev.generation <= l.info.generation) return;
-            take_association_locked(l, ev);
+            take_association_locked(l, ev, std::move(sock));
             l.info.state = LeaseState::Active;
             return;
         case LeaseEventType::Renewing:
@@ -221,7 +262,9 @@ void LeaseTable::apply_locked(Lease& l, const LeaseEvent& ev) {
                     if (l.info.state == LeaseState::Pending) return;  // malformed: nothing to send to
                     l.info.generation = ev.generation;
                 } else {
-                    take_association_locked(l, ev);
+                    // No socket comes with a Renewing: the one we hold (if
+                    // any) stays, and the Renewed that follows brings the next.
+                    take_association_locked(l, ev, s5::UniqueFd());
                 }
             } else if (ev.generation < l.info.generation) {
                 return;  // the end of an association we have already left
@@ -234,13 +277,59 @@ void LeaseTable::apply_locked(Lease& l, const LeaseEvent& ev) {
     }
 }
 
-void LeaseTable::take_association_locked(Lease& l, const LeaseEvent& ev) {
+void LeaseTable::take_association_locked(Lease& l, const LeaseEvent& ev, s5::UniqueFd sock) {
     set_relay_locked(l, ev.relay);
     Endpoint source = normalized(ev.source);
     source.port = 0;
     if (!(source == l.info.source)) l.info.source_refused = false;
     l.info.source = source;
     l.info.generation = ev.generation;
+    if (ev.type == LeaseEventType::Renewing) return;  // keeps its claim socket
+    // The new association's claim socket replaces the old one where that
+    // was put in place, so the application's descriptor keeps working.
+    struct stat st;
+    const int placed = l.info.placed;
+    const bool was_placed = placed >= 0 && is_claim_of_locked(placed, l);
+    if (placed >= 0) placed_.erase(placed);
+    l.info.placed = -1;
+    l.claim.reset();
+    l.claim_dev = 0;
+    l.claim_ino = 0;
+    l.info.claimed = false;
+    if (!sock || ::fstat(sock.get(), &st) < 0) return;  // claim by first datagram
+    l.claim = std::move(sock);
+    l.claim_dev = st.st_dev;
+    l.claim_ino = st.st_ino;
+    l.info.claimed = true;
+    // Failing that, the next socks5udp_sendto() puts it in place.
+    if (was_placed) (void)place_locked(l, placed);
+}
+
+bool LeaseTable::is_claim_of_locked(int udp, const Lease& l) const {
+    struct stat st;
+    return l.claim_ino != 0 && ::fstat(udp, &st) == 0 && st.st_dev == l.claim_dev && st.st_ino == l.claim_ino;
+}
+
+int LeaseTable::place_locked(Lease& l, int udp) {
+    if (!l.claim) return 0;  // claimed by the first datagram: any socket will do
+    if (l.info.placed == udp && is_claim_of_locked(udp, l)) return 0;
+    if (auto p = placed_.find(udp); p != placed_.end() && p->second != l.info.fd) {
+        const int other_fd = p->second;
+        auto other = leases_.find(other_fd);
+        if (other != leases_.end() && !same_socket_locked(other_fd, other->second)) {
+            remove_locked(other_fd);  // that lease was closed: its socket is free
+        } else if (other != leases_.end() && other->second.info.state != LeaseState::Lost &&
+                   is_claim_of_locked(udp, other->second)) {
+            return EADDRINUSE;
+        } else {
+            placed_.erase(p);  // a socket that is gone, or a lost lease's
+        }
+    }
+    if (int e = put_in_place(l.claim.get(), udp)) return e;
+    if (l.info.placed >= 0) placed_.erase(l.info.placed);
+    l.info.placed = udp;
+    placed_[udp] = l.info.fd;
+    return 0;
 }
 
 // Invariant: l.info.relay is set exactly when it is counted in current_.
@@ -291,6 +380,7 @@ void LeaseTable::remove_locked(int fd) {
     if (it == leases_.end()) return;
     Lease& l = it->second;
     clear_current_locked(l);
+    if (auto p = placed_.find(l.info.placed); p != placed_.end() && p->second == fd) placed_.erase(p);
     for (const Endpoint& r : l.relays) {
         auto k = by_relay_.find(r);
         if (k != by_relay_.end() && k->second == fd) by_relay_.erase(k);

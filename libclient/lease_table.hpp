@@ -38,6 +38,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "unique_fd.hpp"
 #include "wire.hpp"
 
 namespace s5::client {
@@ -56,6 +57,11 @@ struct LeaseInfo {
     int s5err = 0;                  // lost: socks5_errno to report
     bool completed = false;         // socks5udp_associate() has returned 0 for it
     bool direct = false;            // direct mode: fd is the TCP control connection
+    // The association came with its claim socket (claim_socket.hpp): its
+    // datagrams must leave from that socket, bound to `source`, which is
+    // in place on descriptor `placed` (-1: not yet).
+    bool claimed = false;
+    int placed = -1;
 };
 
 struct EndpointHash {
@@ -109,6 +115,15 @@ public:
     // nothing happened. nullopt when no lease of this process knows `relay`.
     std::optional<LeaseInfo> route(const s5::wire::Endpoint& relay);
 
+    // Puts the claim socket of the lease on `fd` in place of the UDP socket
+    // `udp` (claim_socket.hpp), unless it is there already; the lease's
+    // later claim sockets (renewals) go there too. Returns 0 (also for a
+    // lease without a claim socket), EADDRINUSE when `udp` carries another
+    // lease's claim socket (one socket per association: the server takes
+    // datagrams from one source port), EINVAL when `fd` is no lease, or
+    // put_in_place()'s errno.
+    int place(int fd, int udp);
+
     // A datagram from `source` for the lease on `fd` went out only without
     // that source address (not local here): stop using it until the broker
     // declares another.
@@ -131,6 +146,12 @@ private:
         // Relays this lease has had, oldest (the rendezvous first handed
         // out) first; each is a key of by_relay_ unless a newer lease took it.
         std::vector<s5::wire::Endpoint> relays;
+        // The current claim socket (the library's copy, close-on-exec) and
+        // its inode: descriptor info.placed is that socket while its inode
+        // matches.
+        s5::UniqueFd claim;
+        dev_t claim_dev = 0;
+        ino_t claim_ino = 0;
     };
 
     // All *_locked members expect m_ held.
@@ -138,9 +159,14 @@ private:
     bool same_socket_locked(int fd, const Lease& l) const;
     // Reads and applies queued events, at most `max` of them.
     void drain_locked(Lease& l, int read_fd, size_t max = SIZE_MAX);
-    void apply_locked(Lease& l, const s5::wire::LeaseEvent& ev);
-    // The event's relay, source and generation become the lease's.
-    void take_association_locked(Lease& l, const s5::wire::LeaseEvent& ev);
+    // `sock`: the descriptor that came with the record (-1: none); the
+    // table keeps it when the event is applied, else closes it.
+    void apply_locked(Lease& l, const s5::wire::LeaseEvent& ev, s5::UniqueFd sock);
+    // The event's relay, source, generation and claim socket become the
+    // lease's; a placed claim socket is replaced by the new one.
+    void take_association_locked(Lease& l, const s5::wire::LeaseEvent& ev, s5::UniqueFd sock);
+    int place_locked(Lease& l, int udp);
+    bool is_claim_of_locked(int udp, const Lease& l) const;
     void set_relay_locked(Lease& l, const s5::wire::Endpoint& relay);
     void clear_current_locked(Lease& l);
     void mark_lost_locked(Lease& l, int err, int s5err);
@@ -153,6 +179,8 @@ private:
     std::unordered_map<int, Lease> leases_;
     // Every relay a lease has had -> that lease's fd; the newest holder wins.
     std::unordered_map<s5::wire::Endpoint, int, EndpointHash> by_relay_;
+    // Descriptors claim sockets were put in place on -> the lease's fd.
+    std::unordered_map<int, int> placed_;
     // Current relays of active leases -> how many leases use it.
     std::unordered_map<s5::wire::Endpoint, int, EndpointHash> current_;
     size_t sweep_at_ = kMinSweep;

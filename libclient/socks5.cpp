@@ -136,22 +136,30 @@ struct SendTarget {
     std::optional<s5::client::LeaseInfo> lease;
     sockaddr_storage to;
     socklen_t tolen = 0;
-    // The source IP the lease's association expects, if it has one.
+    // The source IP the lease's association expects, if it has one. A
+    // claim socket is bound to it: nothing to add to the datagram.
     const s5::wire::Endpoint* source() const {
-        return lease && lease->source.ip_len() != 0 && !lease->source_refused ? &lease->source : nullptr;
+        return lease && !lease->claimed && lease->source.ip_len() != 0 && !lease->source_refused ? &lease->source
+                                                                                                  : nullptr;
     }
     // The kernel refused that source as not local: stop using it.
     void refuse_source() const { s5::client::LeaseTable::global().refuse_source(lease->fd, lease->source); }
 };
 
-// Svr names a lease of this process: its events are applied and the
-// datagrams go to its current relay, from its current source IP (0, or the
-// call's -1 after fail(): renewing, lost). Any other Svr is used as given.
-int send_target(const s5::wire::Endpoint& svr, const sockaddr* Svr, SendTarget& t) {
+// Svr names a lease of this process: its events are applied, its claim
+// socket is put in place on `Socket` (the first time), and the datagrams go
+// to its current relay, from its current source (0, or the call's -1 after
+// fail(): renewing, lost, the claim socket refused). Any other Svr is used
+// as given.
+int send_target(int Socket, const s5::wire::Endpoint& svr, const sockaddr* Svr, SendTarget& t) {
     t.lease = s5::client::LeaseTable::global().route(svr);
     if (t.lease) {
         if (t.lease->state == s5::client::LeaseState::Renewing) return fail_renewing();
         if (t.lease->state != s5::client::LeaseState::Active) return fail(t.lease->err, t.lease->s5err);  // lost
+        if (t.lease->claimed && t.lease->placed != Socket) {
+            if (int e = s5::client::LeaseTable::global().place(t.lease->fd, Socket)) return fail(e, 0);
+            t.lease->placed = Socket;
+        }
         t.tolen = static_cast<socklen_t>(t.lease->relay.to_sockaddr(t.to));
     } else {
         // Not one of our leases: to Svr as given (scope id and all).
@@ -326,7 +334,7 @@ S5_EXPORT int socks5udp_sendto(int Socket, void* Message, size_t MsgLen, int Fla
         if (int e = parse_address(Svr, SvrLen, svr)) return fail(e, 0);
 
         SendTarget t;
-        if (int r = send_target(svr, Svr, t)) return r;
+        if (int r = send_target(Socket, svr, Svr, t)) return r;
         bool refused = false;
         if (s5::client::send_framed(Socket, reinterpret_cast<const sockaddr*>(&t.to), t.tolen, dst, Message, MsgLen,
                                     Flags, t.source(), &refused) < 0)
@@ -363,7 +371,7 @@ S5_EXPORT int socks5udp_sendmmsg(int Socket, struct mmsghdr* MsgVec, unsigned in
         if (VLen > 0 && !MsgVec) return fail(EINVAL, 0);
         // As socks5udp_sendto, once for the whole batch.
         SendTarget t;
-        if (int r = send_target(svr, Svr, t)) return r;
+        if (int r = send_target(Socket, svr, Svr, t)) return r;
         bool refused = false;
         int n = s5::client::send_framed_batch(Socket, reinterpret_cast<const sockaddr*>(&t.to), t.tolen, MsgVec,
                                               VLen, Flags, t.source(), &refused);
@@ -384,6 +392,24 @@ S5_EXPORT int socks5udp_recvmmsg(int Socket, struct mmsghdr* MsgVec, unsigned in
                                                 s5::client::LeaseTable::global());
         if (n < 0) return fail(sockets.recheck_after_error(Socket, errno), 0);
         return n;
+    }, -1);
+}
+
+S5_EXPORT int socks5udp_bind(int LeaseSocket, int UdpSocket) {
+    t_s5errno = 0;
+    return guarded([&]() -> int {
+        using s5::client::LeaseState;
+        if (int e = s5::client::SocketCache::global().check(UdpSocket)) return fail(e, 0);
+        auto l = s5::client::LeaseTable::global().lookup(LeaseSocket);
+        if (!l) return fail(EINVAL, 0);
+        switch (l->state) {
+            case LeaseState::Pending: return fail(EINPROGRESS, 0);
+            case LeaseState::Lost: return fail(l->err, l->s5err);
+            case LeaseState::Active:
+            case LeaseState::Renewing: break;
+        }
+        if (int e = s5::client::LeaseTable::global().place(LeaseSocket, UdpSocket)) return fail(e, 0);
+        return 0;
     }, -1);
 }
 

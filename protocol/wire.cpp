@@ -93,6 +93,8 @@ void append_address(std::vector<uint8_t>& out, const Endpoint& ep) {
 constexpr size_t kOffMagic = 0;
 constexpr size_t kOffVersion = 4;
 constexpr size_t kOffType = 5;
+constexpr size_t kOffFlags = 6;
+constexpr uint8_t kFlagSocket = 0x01;
 constexpr size_t kOffGeneration = 8;
 constexpr size_t kOffRelayFamily = 12;
 constexpr size_t kOffRelayPort = 13;
@@ -413,6 +415,7 @@ std::array<uint8_t, kLeaseEventSize> encode_lease_event(const LeaseEvent& ev) {
     std::copy(std::begin(kLeaseMagic), std::end(kLeaseMagic), rec.begin() + kOffMagic);
     rec[kOffVersion] = kLeaseEventVersion;
     rec[kOffType] = static_cast<uint8_t>(ev.type);
+    rec[kOffFlags] = ev.socket ? kFlagSocket : 0;
     put32(&rec[kOffGeneration], ev.generation);
     put_family_ip(rec.data(), kOffRelayFamily, kOffRelayIp, ev.relay);
     put16(&rec[kOffRelayPort], ev.relay.port);
@@ -433,6 +436,8 @@ std::optional<LeaseEvent> decode_lease_event(std::span<const uint8_t> in) {
 
     LeaseEvent ev;
     ev.type = static_cast<LeaseEventType>(in[kOffType]);
+    // Unknown flag bits are a newer broker's, and mean nothing here.
+    ev.socket = (in[kOffFlags] & kFlagSocket) != 0;
     ev.generation = get32(&in[kOffGeneration]);
     ev.relay = *relay;
     ev.relay.port = get16(&in[kOffRelayPort]);

@@ -131,7 +131,7 @@ std::optional<UdpHeader> decode_udp_header(std::span<const uint8_t> in);
 // ---- Lease events (broker -> library over the lease fd) -------------------
 //
 // A fixed-size record, one per SOCK_SEQPACKET message:
-//   magic "S5LE" | version(1) | type(1) | reserved(2) | generation(4, BE)
+//   magic "S5LE" | version(1) | type(1) | flags(1) | reserved(1) | generation(4, BE)
 //   | relay family(1) | relay port(2, BE) | relay ip(16)
 //   | source family(1) | source ip(16)
 //   | errno(4, BE) | s5errno(4, BE) | reserved to kLeaseEventSize.
@@ -159,6 +159,14 @@ struct LeaseEvent {
     Endpoint source;          // IP the app must send from (port unused)
     int32_t err = 0;          // errno for Lost
     int32_t s5err = 0;        // socks5_errno for Lost
+    // Ready/Renewed: the association's UDP socket, which the broker bound
+    // to `source` and named as the request's DST (the claim design,
+    // design.md §7), rides with this record as SCM_RIGHTS. Without it
+    // (claim "first_datagram", or brokers before it) the association takes
+    // the first datagram from `source`'s IP. Flags bit 0; libraries before
+    // it ignore the byte (and the kernel closes the descriptor they did not
+    // ask for).
+    bool socket = false;
     bool operator==(const LeaseEvent&) const = default;
 };
 

@@ -780,6 +780,20 @@ TEST(LeaseEvent, ExactLayout) {
     EXPECT_EQ(Bytes(rec.begin(), rec.end()), want);
 }
 
+TEST(LeaseEvent, SocketFlagIsByteSixBitZeroAndOtherBitsAreIgnored) {
+    LeaseEvent ev = sample_event(LeaseEventType::Ready, AF_INET);
+    ev.socket = true;
+    auto rec = encode_lease_event(ev);
+    EXPECT_EQ(rec[6], 1);
+    auto back = decode_lease_event(rec);
+    ASSERT_TRUE(back);
+    EXPECT_EQ(*back, ev);
+    rec[6] = 0xFE;  // a newer broker's flags, without ours
+    back = decode_lease_event(rec);
+    ASSERT_TRUE(back);
+    EXPECT_FALSE(back->socket);
+}
+
 TEST(LeaseEvent, FamiliesAreNotAfValues) {
     const auto v4 = encode_lease_event(sample_event(LeaseEventType::Ready, AF_INET));
     const auto v6 = encode_lease_event(sample_event(LeaseEventType::Ready, AF_INET6));

@@ -110,6 +110,14 @@ int main(int argc, char **argv) {
 
     u = socket(relay.ss_family, SOCK_DGRAM, 0);
     if (u < 0) { perror("socket"); return 1; }
+    /* This program frames its datagrams itself and sends them with plain
+     * sendto(): the association takes datagrams only from its own UDP
+     * socket, which socks5udp_bind() puts in place of u (socks5udp_sendto()
+     * would do that by itself). */
+    if (socks5udp_bind(s, u) != 0) {
+        fprintf(stderr, "socks5udp_bind: %s\n", strerror(errno));
+        return 1;
+    }
     for (i = 1; i <= count; i++) {
         unsigned char out[512], in[2048];
         char msg[64];

@@ -269,13 +269,17 @@ S5_SHIM int dup(int fd) {
 S5_SHIM int dup2(int fd, int fd2) {
     if (fd == fd2) return real::dup2(fd, fd2);
     int r = real::dup2(fd, fd2);
-    if (r >= 0) FdTable::global().copy(fd, fd2);
+    if (r >= 0 && !t_inside) FdTable::global().copy(fd, fd2);
     return r;
 }
 
+// Inside libs5client (t_inside) a dup3 is the library's own: its lease fd
+// onto the TCP socket the shim made, or an association's claim socket put
+// in place of the application's UDP socket (libclient/claim_socket.hpp),
+// which stays the same ShimSocket.
 S5_SHIM int dup3(int fd, int fd2, int flags) {
     int r = real::dup3(fd, fd2, flags);
-    if (r >= 0) FdTable::global().copy(fd, fd2);
+    if (r >= 0 && !t_inside) FdTable::global().copy(fd, fd2);
     return r;
 }
 

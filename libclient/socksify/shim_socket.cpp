@@ -349,7 +349,8 @@ int ShimSocket::connect(int fd, const sockaddr* addr, socklen_t len) {
         return -1;
     }
     int err = 0;
-    if (!lease_for(r.server, dst, err)) {
+    auto lease = lease_for(r.server, dst, err);
+    if (!lease) {
         errno = err;
         return -1;
     }
@@ -363,8 +364,18 @@ int ShimSocket::connect(int fd, const sockaddr* addr, socklen_t len) {
         unspec.sa_family = AF_UNSPEC;
         (void)real::connect(fd, &unspec, sizeof unspec);
     }
+    // The association's own socket takes this one's place now, before
+    // the program registers it anywhere (epoll) or sends: the server takes
+    // datagrams from that socket only (libclient/claim_socket.hpp).
+    if (socks5udp_bind(lease->fd, fd) < 0) {
+        const int e = errno;
+        note("lease on fd %d: its socket cannot replace fd %d (%s)", lease->fd, fd, strerror(e));
+        errno = e;
+        return -1;
+    }
     // connect(2) would bind an unbound socket; so does the shim, to the
-    // wildcard address (the relay's replies come to it).
+    // wildcard address (the relay's replies come to it), when the lease
+    // has no socket of its own (claim "first_datagram").
     sockaddr_storage self{};
     socklen_t selflen = sizeof self;
     if (::getsockname(fd, reinterpret_cast<sockaddr*>(&self), &selflen) == 0) {

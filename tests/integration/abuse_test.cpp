@@ -115,7 +115,7 @@ protected:
 
     bool echo_ok(int lease_fd, const std::string& msg) {
         auto r = rendezvous_.at(lease_fd);
-        return echo_through(r, "127.0.0.1", echo.port(), msg) == msg;
+        return echo_through(lease_fd, r, "127.0.0.1", echo.port(), msg) == msg;
     }
 
     // A lease on the good server, then the hostile one, then both checks:

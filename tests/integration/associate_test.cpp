@@ -120,7 +120,7 @@ void associate_and_echo(const std::string& server_ip, uint16_t server_port, cons
     EXPECT_EQ(socks5_errno, 0);
     // Dst now holds the rendezvous: danted's relay on the server's address.
     ASSERT_EQ(dst.ss_family, svr.ss_family);
-    auto reply = echo_through(dst, target_ip, env->echo.port(), "ping " + server_ip);
+    auto reply = echo_through(s.get(), dst, target_ip, env->echo.port(), "ping " + server_ip);
     ASSERT_TRUE(reply.has_value()) << "no echo through the relay";
     EXPECT_EQ(*reply, "ping " + server_ip);
 }
@@ -135,7 +135,7 @@ TEST_F(Associate, NullSvrRoutesByDestination) {
     Fd s(tcp_socket());
     auto dst = sockaddr_of("127.0.0.1", env->echo.port());
     ASSERT_EQ(socks5udp_associate(s.get(), sa(dst), sizeof(sockaddr_in), nullptr, 0), 0) << std::strerror(errno);
-    auto reply = echo_through(dst, "127.0.0.1", env->echo.port(), "routed");
+    auto reply = echo_through(s.get(), dst, "127.0.0.1", env->echo.port(), "routed");
     ASSERT_TRUE(reply);
     EXPECT_EQ(*reply, "routed");
 }
@@ -284,13 +284,15 @@ TEST_F(Associate, ClosingSocketReleasesLeaseAndControlConnection) {
     auto dst = sockaddr_of("127.0.0.1", env->echo.port());
     ASSERT_EQ(socks5udp_associate(s.get(), sa(dst), sizeof dst, sa(svr), sizeof(sockaddr_in)), 0);
     EXPECT_EQ(env->client->lease_count(), 1u);
-    ASSERT_TRUE(echo_through(dst, "127.0.0.1", env->echo.port(), "x"));
+    Fd u(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    ASSERT_EQ(socks5udp_bind(s.get(), u.get()), 0) << std::strerror(errno);
+    ASSERT_TRUE(echo_from(u.get(), dst, "127.0.0.1", env->echo.port(), "x"));
     const std::string relay_port = std::to_string(ntohs(reinterpret_cast<sockaddr_in*>(&dst)->sin_port));
     s.reset();
     EXPECT_TRUE(eventually([] { return env->client->lease_count() == 0; }));
     // danted closes the association with its control connection: the relay
-    // stops answering.
-    EXPECT_TRUE(eventually([&] { return !echo_through(dst, "127.0.0.1", env->echo.port(), "y", 200ms); }, 5s));
+    // stops answering the socket it answered before.
+    EXPECT_TRUE(eventually([&] { return !echo_from(u.get(), dst, "127.0.0.1", env->echo.port(), "y", 200ms); }, 5s));
 }
 
 TEST_F(Associate, ProcessExitReleasesLease) {
@@ -410,7 +412,7 @@ TEST_F(Associate, FiftyConcurrentAssociationsFromTenThreads) {
                 msg += std::to_string(t);
                 msg += '.';
                 msg += std::to_string(i);
-                if (echo_through(dst, "127.0.0.1", env->echo.port(), msg) == msg) ++ok;
+                if (echo_through(s, dst, "127.0.0.1", env->echo.port(), msg) == msg) ++ok;
             }
         });
     }

@@ -32,6 +32,7 @@
 #include <gtest/gtest.h>
 
 #include "s5broker/socks5.h"
+#include "unique_fd.hpp"
 #include "wire.hpp"
 
 namespace s5test {
@@ -850,24 +851,22 @@ sockaddr_storage sockaddr_of(const std::string& ip, uint16_t port, size_t* len) 
     return ss;
 }
 
-std::optional<std::string> echo_through(const sockaddr_storage& relay, const std::string& target_ip,
-                                        uint16_t target_port, const std::string& payload,
-                                        std::chrono::milliseconds timeout) {
+std::optional<std::string> echo_from(int fd, const sockaddr_storage& relay, const std::string& target_ip,
+                                     uint16_t target_port, const std::string& payload,
+                                     std::chrono::milliseconds timeout) {
     auto target = s5::wire::Endpoint::parse_ip(target_ip, target_port);
     if (!target) return std::nullopt;
     std::array<uint8_t, s5::wire::kUdpHeaderMax> hdr{};
     size_t hlen = s5::wire::encode_udp_header(*target, hdr);
     std::string dgram(reinterpret_cast<char*>(hdr.data()), hlen);
     dgram += payload;
-    int fd = ::socket(relay.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return std::nullopt;
     socklen_t rlen = relay.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
     std::optional<std::string> out;
     if (::sendto(fd, dgram.data(), dgram.size(), 0, reinterpret_cast<const sockaddr*>(&relay), rlen) >= 0) {
         pollfd p{fd, POLLIN, 0};
         if (poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
             char buf[65536];
-            ssize_t n = recv(fd, buf, sizeof buf, 0);
+            ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
             if (n > 0) {
                 auto h = s5::wire::decode_udp_header(std::span<const uint8_t>(reinterpret_cast<uint8_t*>(buf),
                                                                                static_cast<size_t>(n)));
@@ -875,8 +874,18 @@ std::optional<std::string> echo_through(const sockaddr_storage& relay, const std
             }
         }
     }
-    ::close(fd);
     return out;
+}
+
+std::optional<std::string> echo_through(int lease_fd, const sockaddr_storage& relay, const std::string& target_ip,
+                                        uint16_t target_port, const std::string& payload,
+                                        std::chrono::milliseconds timeout) {
+    s5::UniqueFd fd(::socket(relay.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd) return std::nullopt;
+    // As an application that frames by hand must: the association takes
+    // datagrams from its own socket only.
+    if (lease_fd >= 0 && socks5udp_bind(lease_fd, fd.get()) != 0) return std::nullopt;
+    return echo_from(fd.get(), relay, target_ip, target_port, payload, timeout);
 }
 
 }  // namespace s5test

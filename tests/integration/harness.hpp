@@ -333,9 +333,15 @@ std::optional<std::string> echo_via_library(const sockaddr_storage& rendezvous, 
 sockaddr_storage sockaddr_of(const std::string& ip, uint16_t port, size_t* len = nullptr);
 
 // Sends `payload` framed for `target` (RFC 1928 UDP header) to `relay` from
-// a new UDP socket and waits for one reply; returns the reply's payload, or
-// nullopt on timeout or a malformed reply.
-std::optional<std::string> echo_through(const sockaddr_storage& relay, const std::string& target_ip,
+// the UDP socket `fd` with plain sendto(), as an application that frames by
+// hand, and waits for one reply; returns the reply's payload, or nullopt on
+// timeout or a malformed reply.
+std::optional<std::string> echo_from(int fd, const sockaddr_storage& relay, const std::string& target_ip,
+                                     uint16_t target_port, const std::string& payload,
+                                     std::chrono::milliseconds timeout = 2000ms);
+// The same from a new UDP socket, which socks5udp_bind() makes the lease
+// `lease_fd`'s own first (-1: left as it is, as an outsider's).
+std::optional<std::string> echo_through(int lease_fd, const sockaddr_storage& relay, const std::string& target_ip,
                                         uint16_t target_port, const std::string& payload,
                                         std::chrono::milliseconds timeout = 2000ms);
 

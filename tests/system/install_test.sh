@@ -47,7 +47,7 @@ expected=(
   share/doc/s5broker/examples/s5brokerd.json
   share/bash-completion/completions/s5brokerctl
   share/man/man3/socks5udp_associate.3 share/man/man3/socks5udp_sendto.3
-  share/man/man3/socks5udp_recvfrom.3 share/man/man3/socks5udp_current.3
+  share/man/man3/socks5udp_recvfrom.3 share/man/man3/socks5udp_current.3 share/man/man3/socks5udp_bind.3
   share/man/man3/socks5_getserv.3 share/man/man3/socks5_strerror.3 share/man/man3/socks5_errno.3
   share/man/man3/socks5udp_sendmmsg.3 share/man/man3/socks5udp_recvmmsg.3
   share/man/man8/s5brokerd.8 share/man/man5/s5brokerd.json.5 share/man/man1/s5brokerctl.1

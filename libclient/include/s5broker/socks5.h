@@ -101,13 +101,20 @@ int socks5udp_associate(int Socket, const struct sockaddr *Dst, size_t DstLen,
  *
  * When Svr is a relay a lease of this process has had, the lease's news is
  * applied first and the datagram goes to its current relay (the lease may
- * have been moved to another association) from the source IP that
- * association expects (IP_PKTINFO / IPV6_PKTINFO; Socket is not bound by the
- * library: an unbound Socket gets the wildcard address and a port from the
- * kernel, and receives the relay's replies; a Socket bound to another
- * specific address sends from the expected IP anyway but cannot receive the
- * replies; an IP the kernel refuses as not local here is left out). The
- * lease is found by Svr, not by Socket: one Socket may serve several leases.
+ * have been moved to another association). The broker claimed that
+ * association with a UDP socket of its own, bound to the source address it
+ * named to the server, so that nobody else can use it: the first call for
+ * a lease puts that socket in place of Socket, as socks5udp_bind() does
+ * (Socket keeps its number, close-on-exec and O_NONBLOCK state, its
+ * connected peer and common options: buffers, timeouts, IP_PKTINFO,
+ * IPV6_RECVPKTINFO, TOS/TCLASS, TTL/hop limit, IP_RECVERR; its own address
+ * is replaced), and so does the first call after every renewal. One
+ * Socket therefore serves one lease: a Socket that carries another live
+ * lease's socket fails with EADDRINUSE. For a server configured with claim
+ * "first_datagram" the lease has no socket of its own: Socket is used as it
+ * is, and the datagram carries the source IP that association expects
+ * (IP_PKTINFO / IPV6_PKTINFO; an IP the kernel refuses as not local here is
+ * left out). The lease is found by Svr, not by Socket.
  * A lost lease fails with ENOTCONN and socks5_errno S5_ELOST (or
  * the error the broker reported). While the broker is renewing the lease
  * (its association ended and no new one is ready yet) the call fails with
@@ -164,6 +171,24 @@ int socks5udp_sendmmsg(int Socket, struct mmsghdr *MsgVec, unsigned int VLen, in
                        struct sockaddr *Svr, size_t SvrLen);
 int socks5udp_recvmmsg(int Socket, struct mmsghdr *MsgVec, unsigned int VLen, int Flags,
                        struct timespec *Timeout);
+
+/* Puts the UDP socket of the lease LeaseSocket's association in place of
+ * UdpSocket, as socks5udp_sendto() does at its first datagram (see there):
+ * for applications that frame datagrams themselves and send them with
+ * sendto(2)/sendmsg(2) from UdpSocket. Call it once the lease is ready
+ * (socks5udp_associate() returned 0), before the first datagram, and again
+ * after each renewal (when LeaseSocket became readable and
+ * socks5udp_current() returned 0): the association is then another, with
+ * another socket. Datagrams from any other socket are dropped by the server
+ * (only the association's socket can use it); register UdpSocket with
+ * epoll(7) after this call, as the descriptor then names another socket.
+ * A lease without a socket of its own (claim "first_datagram", direct
+ * mode) leaves UdpSocket as it is and returns 0. Returns 0, or -1 with
+ * errno: EBADF, ENOTSOCK, EINVAL (UdpSocket not a UDP socket, LeaseSocket
+ * not a lease of this process), EINPROGRESS (still pending), EADDRINUSE
+ * (UdpSocket carries another live lease's socket), the lease's failure
+ * (lost), or fcntl(2)/dup3(2)'s. */
+int socks5udp_bind(int LeaseSocket, int UdpSocket);
 
 /* Writes the current relay of the lease LeaseSocket (a Socket that
  * socks5udp_associate() made a lease) to Rendezvous, after applying the
