@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,7 +56,46 @@ struct Pair {
         auto rec = s5::wire::encode_lease_event(ev);
         ASSERT_EQ(::send(broker, rec.data(), rec.size(), 0), static_cast<ssize_t>(rec.size()));
     }
+    // As the broker sends a Ready/Renewed with its claim socket: `fds`
+    // ride as SCM_RIGHTS (the flag is the event's own).
+    void send_with(const LeaseEvent& ev, std::vector<int> fds) const {
+        auto rec = s5::wire::encode_lease_event(ev);
+        iovec iov{rec.data(), rec.size()};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        std::vector<char> control(CMSG_SPACE(fds.size() * sizeof(int)));
+        msg.msg_control = control.data();
+        msg.msg_controllen = control.size();
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+        std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
+        ASSERT_EQ(::sendmsg(broker, &msg, 0), static_cast<ssize_t>(rec.size()));
+    }
 };
+
+// A UDP socket bound to 127.0.0.1 and a free port, as the broker's claim
+// socket is; its inode tells it apart.
+int bound_udp() {
+    int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) return -1;
+    return fd;
+}
+ino_t inode(int fd) {
+    struct stat st;
+    return ::fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
+size_t open_fds() {
+    size_t n = 0;
+    for (int fd = 0; fd < 1024; ++fd)
+        if (fcntl(fd, F_GETFD) >= 0) ++n;
+    return n;
+}
 
 LeaseEvent ready(uint32_t gen, const Endpoint& relay, const Endpoint& source) {
     return {LeaseEventType::Ready, gen, relay, source, 0, 0};
@@ -636,3 +677,101 @@ TEST(LeaseTable, DirectAssociationIsActiveAndNeverReadFrom) {
 }
 
 }  // namespace
+
+// ---- claim sockets (claim_socket.hpp) -----------------------------------------
+
+LeaseEvent with_socket(LeaseEvent ev) {
+    ev.socket = true;
+    return ev;
+}
+
+TEST(LeaseTableClaim, TheReadySocketIsPutInPlaceAndARenewalsReplacesIt) {
+    LeaseTable t;
+    Pair p;
+    const int claim1 = bound_udp(), claim2 = bound_udp();
+    ASSERT_GE(claim1, 0);
+    ASSERT_GE(claim2, 0);
+    const ino_t ino1 = inode(claim1), ino2 = inode(claim2);
+    p.send_with(with_socket(ready(1, kR1, kS1)), {claim1});
+    ::close(claim1);  // the table holds its own copy now
+    auto info = t.add(p.app, p.app, &kR1);
+    ASSERT_TRUE(info);
+    EXPECT_TRUE(info->claimed);
+    EXPECT_EQ(info->placed, -1);
+    const int app_udp = ::socket(AF_INET, SOCK_DGRAM, 0);
+    ASSERT_EQ(fcntl(app_udp, F_SETFL, O_NONBLOCK), 0);
+    ASSERT_EQ(t.place(p.app, app_udp), 0);
+    EXPECT_EQ(inode(app_udp), ino1);
+    EXPECT_TRUE(fcntl(app_udp, F_GETFL) & O_NONBLOCK);
+    EXPECT_FALSE(fcntl(app_udp, F_GETFD) & FD_CLOEXEC);
+    EXPECT_EQ(t.route(kR1)->placed, app_udp);
+
+    p.send_with(with_socket(renewed(2, kR2, kS1)), {claim2});
+    ::close(claim2);
+    auto r = t.route(kR1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->relay, kR2);
+    EXPECT_EQ(r->placed, app_udp);
+    EXPECT_EQ(inode(app_udp), ino2) << "the renewal's socket is in place on the same number";
+    EXPECT_TRUE(fcntl(app_udp, F_GETFL) & O_NONBLOCK);
+    ::close(app_udp);
+}
+
+TEST(LeaseTableClaim, ALeaseWithoutASocketLeavesTheApplicationsSocketAlone) {
+    LeaseTable t;
+    Pair p;
+    p.send(ready(1, kR1, kS1));
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    const int app_udp = ::socket(AF_INET, SOCK_DGRAM, 0);
+    const ino_t before = inode(app_udp);
+    EXPECT_EQ(t.place(p.app, app_udp), 0);
+    EXPECT_EQ(inode(app_udp), before);
+    EXPECT_FALSE(t.lookup(p.app)->claimed);
+    ::close(app_udp);
+}
+
+TEST(LeaseTableClaim, OneSocketCarriesOneLiveLease) {
+    LeaseTable t;
+    Pair a, b;
+    a.send_with(with_socket(ready(1, kR1, kS1)), {bound_udp()});
+    b.send_with(with_socket(ready(1, kR2, kS1)), {bound_udp()});
+    ASSERT_TRUE(t.add(a.app, a.app, &kR1));
+    ASSERT_TRUE(t.add(b.app, b.app, &kR2));
+    const int udp = ::socket(AF_INET, SOCK_DGRAM, 0);
+    ASSERT_EQ(t.place(a.app, udp), 0);
+    EXPECT_EQ(t.place(b.app, udp), EADDRINUSE);
+    a.send(lost(ECONNRESET, 0));
+    ASSERT_EQ(t.lookup(a.app)->state, LeaseState::Lost);
+    EXPECT_EQ(t.place(b.app, udp), 0) << "a lost lease's socket may be replaced";
+    ::close(udp);
+}
+
+TEST(LeaseTableClaim, AFlaggedSocketThatDidNotArriveLosesTheLeaseWithEMFILE) {
+    LeaseTable t;
+    Pair p;
+    p.send(with_socket(ready(1, kR1, kS1)));  // flagged, but nothing attached
+    auto info = t.add(p.app, p.app, &kR1);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->state, LeaseState::Lost);
+    EXPECT_EQ(info->err, EMFILE);
+}
+
+TEST(LeaseTableClaim, DescriptorsNotKeptAreClosed) {
+    LeaseTable t;
+    Pair p;
+    const size_t before = open_fds();
+    // Unflagged with a descriptor, two descriptors on one record, and a
+    // repeated generation: the table keeps exactly one (the accepted
+    // Ready's).
+    {
+        int x = bound_udp(), y = bound_udp(), z = bound_udp();
+        p.send_with(with_socket(ready(1, kR1, kS1)), {x, y});
+        p.send_with(ready(1, kR1, kS1), {z});
+        ::close(x);
+        ::close(y);
+        ::close(z);
+    }
+    ASSERT_TRUE(t.add(p.app, p.app, &kR1));
+    EXPECT_TRUE(t.lookup(p.app)->claimed);
+    EXPECT_EQ(open_fds(), before + 1);
+}

@@ -33,13 +33,18 @@ constexpr int kPerRound = 20000;
 constexpr int kRounds = 25;
 constexpr size_t kPayload = 128;
 
+// How the fake lease's association is claimed: by the first datagram from
+// the source IP (with_source: the library adds IP_PKTINFO) or not at all,
+// or (claim) by a UDP socket bound to that IP that comes with the Ready
+// event, as s5brokerd sends it, and that the library puts in place of
+// `app` at the first socks5udp_sendto (setup's warm-up call).
 struct Setup {
     int relay = -1, app = -1, lease_app = -1, lease_broker = -1;
     sockaddr_storage relay_sa{};
     socklen_t relay_len = 0;
     Endpoint relay_ep;
 
-    Setup(int family, bool with_source) {
+    Setup(int family, bool with_source, bool claim = false) {
         const char* lo = family == AF_INET ? "127.0.0.1" : "::1";
         relay = ::socket(family, SOCK_DGRAM, 0);
         Endpoint any = *Endpoint::parse_ip(lo);
@@ -58,9 +63,40 @@ struct Setup {
         lease_broker = sv[1];
         s5::wire::LeaseEvent ev{s5::wire::LeaseEventType::Ready, 1, relay_ep,
                                 with_source ? *Endpoint::parse_ip(lo) : Endpoint{}, 0, 0};
+        ev.socket = claim;
         auto rec = s5::wire::encode_lease_event(ev);
-        ::send(lease_broker, rec.data(), rec.size(), 0);
+        if (claim) {
+            const int c = ::socket(family, SOCK_DGRAM, 0);
+            if (::bind(c, reinterpret_cast<sockaddr*>(&b), blen) < 0) std::perror("bind");
+            iovec iov{rec.data(), rec.size()};
+            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+            msghdr m{};
+            m.msg_iov = &iov;
+            m.msg_iovlen = 1;
+            m.msg_control = control;
+            m.msg_controllen = sizeof control;
+            cmsghdr* h = CMSG_FIRSTHDR(&m);
+            h->cmsg_level = SOL_SOCKET;
+            h->cmsg_type = SCM_RIGHTS;
+            h->cmsg_len = CMSG_LEN(sizeof(int));
+            std::memcpy(CMSG_DATA(h), &c, sizeof c);
+            if (::sendmsg(lease_broker, &m, 0) < 0) std::perror("sendmsg");
+            ::close(c);
+        } else {
+            ::send(lease_broker, rec.data(), rec.size(), 0);
+        }
         s5::client::LeaseTable::global().add(lease_app, lease_app, &relay_ep);
+        if (claim) {
+            // The first datagram puts the claim socket in place (not timed).
+            uint8_t one = 0;
+            Endpoint d = *Endpoint::parse_ip("192.0.2.7", 7);
+            sockaddr_storage dsa;
+            socklen_t dlen = static_cast<socklen_t>(d.to_sockaddr(dsa));
+            if (socks5udp_sendto(app, &one, 1, 0, reinterpret_cast<sockaddr*>(&dsa), dlen,
+                                 reinterpret_cast<sockaddr*>(&relay_sa), relay_len) != 0)
+                std::perror("socks5udp_sendto (placing the claim socket)");
+            drain();
+        }
     }
     ~Setup() {
         s5::client::LeaseTable::global().remove(lease_app);
@@ -86,8 +122,8 @@ struct Row {
     double ns, ratio;
 };
 
-void send_rows(int family, bool with_source, std::vector<Row>& rows) {
-    Setup s(family, with_source);
+void send_rows(int family, bool with_source, std::vector<Row>& rows, bool claim = false) {
+    Setup s(family, with_source, claim);
     std::vector<uint8_t> payload(kPayload, 0x5a);
     Endpoint dst = *Endpoint::parse_ip("192.0.2.7", 7);
     sockaddr_storage dst_sa;
@@ -128,7 +164,8 @@ void send_rows(int family, bool with_source, std::vector<Row>& rows) {
         }));
     }
     const double mr = median(raw), mi = median(iovs), mf = median(floor), ml = median(lib);
-    std::string tag = std::string(family == AF_INET ? "IPv4" : "IPv6") + (with_source ? ", source IP set" : "");
+    std::string tag = std::string(family == AF_INET ? "IPv4" : "IPv6") +
+                      (claim ? ", claim socket in place" : with_source ? ", source IP set" : "");
     rows.push_back({"raw `sendto` of pre-framed bytes (" + tag + ")", mr, 1.0});
     rows.push_back({"two-iovec `sendmsg`, header and payload (" + tag + ")", mi, mi / mr});
     rows.push_back({"lease peek + two-iovec `sendmsg` (" + tag + ")", mf, mf / mr});
@@ -307,6 +344,8 @@ int main() {
     send_rows(AF_INET, true, rows);
     send_rows(AF_INET, false, rows);
     send_rows(AF_INET6, true, rows);
+    send_rows(AF_INET, true, rows, true);
+    send_rows(AF_INET6, true, rows, true);
     recv_rows(AF_INET, rows);
     recv_rows(AF_INET6, rows);
     batch_rows(rows);
