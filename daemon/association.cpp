@@ -75,6 +75,7 @@ Association::Association(EventLoop& loop, const s5::config::Server& server, cons
       claim_by_socket_(server.claim == s5::config::Server::Claim::Socket),
       cb_(std::move(cb)),
       id_(id),
+      probe_(loop, [this] { on_probe(); }),
       deadline_(loop, [this] { on_deadline(); }) {}
 
 Association::Association(EventLoop& loop, const s5::config::Server& server, const s5::config::Keepalive& keepalive,
@@ -413,6 +414,7 @@ void Association::fail(Code code, const std::string& text) {
     watch_.reset();
     deadline_.disarm();
     fd_.reset();
+    stop_watching_relay();
     claim_.reset();
     hs_.reset();
     auto cb = cb_.failed;  // may destroy this object
@@ -431,9 +433,69 @@ void Association::close_ready(int err, const std::string& why) {
     forget_durable();
     watch_.reset();
     fd_.reset();
+    stop_watching_relay();
     claim_.reset();
     auto cb = cb_.closed;  // may destroy this object
     cb(*this, why);
+}
+
+namespace {
+// IP_RECVERR / IPV6_RECVERR: an unconnected UDP socket hears of ICMP errors
+// only with it (as SO_ERROR and EPOLLERR). Connecting the claim socket
+// instead would cost it its port when disconnected again: the kernel
+// unhashes a socket whose port it chose itself.
+int set_recverr(int fd, int family, int on) {
+    return family == AF_INET6 ? setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &on, sizeof on)
+                              : setsockopt(fd, IPPROTO_IP, IP_RECVERR, &on, sizeof on);
+}
+}  // namespace
+
+void Association::watch_relay() {
+    if (!claim_ || state_ != State::Ready || relay_watch_) return;
+    if (set_recverr(claim_.get(), source_.family, 1) < 0) return;  // unwatched, as before
+    // Only errors: the server sends nothing to this socket before the
+    // application's first datagram.
+    relay_watch_ = IoWatch(loop_, claim_.get(), EPOLLERR, [this](uint32_t) { on_relay_error(); });
+    on_probe();
+}
+
+void Association::on_probe() {
+    if (!relay_watch_) return;
+    sockaddr_storage ss{};
+    const socklen_t len = static_cast<socklen_t>(relay_.to_sockaddr(ss));
+    // A full socket buffer or the like: the next probe will tell.
+    (void)::sendto(claim_.get(), "", 0, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&ss), len);
+    probe_.arm_in(std::chrono::duration_cast<std::chrono::microseconds>(kProbeInterval));
+}
+
+void Association::on_relay_error() {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(claim_.get(), SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0) {
+        // An error queue entry without a pending error: consume it, or
+        // EPOLLERR would keep the loop busy.
+        char buf[1];
+        (void)::recv(claim_.get(), buf, sizeof buf, MSG_ERRQUEUE | MSG_DONTWAIT);
+        return;
+    }
+    close_ready(err, "relay " + relay_.to_string() + " is unreachable: " + errno_text(err));
+}
+
+void Association::stop_watching_relay() {
+    relay_watch_.reset();
+    probe_.disarm();
+}
+
+bool Association::hand_out() {
+    if (!relay_watch_) return true;
+    stop_watching_relay();
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(claim_.get(), SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) return false;
+    // The application's socket as it would make it (put_in_place copies
+    // its own IP_RECVERR over this).
+    (void)set_recverr(claim_.get(), source_.family, 0);
+    return true;
 }
 
 }  // namespace s5d

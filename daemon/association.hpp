@@ -77,6 +77,22 @@ public:
     // A ready association whose server has not (as far as the kernel
     // knows) closed or reset it. Cheap: one non-blocking peek.
     bool alive() const;
+    // Idle in a pool: the relay is watched through the claim socket, on
+    // which the kernel reports ICMP errors (IP_RECVERR/IPV6_RECVERR). A
+    // zero-length datagram (harmless to the server: no SOCKS header) goes
+    // to the relay at once and every kProbeInterval after (on loopback the
+    // error is back before the next request is served; farther away, an
+    // association handed out within one round trip of this call is not
+    // proven yet); "port unreachable" and the like end the association as
+    // `closed` with that errno (a dead relay is never handed out). Nothing
+    // to watch with claim "first_datagram": a probe would claim the
+    // association.
+    void watch_relay();
+    // Leaving the pool for a lease: the watch ends and the claim socket
+    // reports errors as any socket does again. False
+    // when an error from the relay was already pending: do not hand it out.
+    bool hand_out();
+    static constexpr std::chrono::seconds kProbeInterval{10};
     // Ready: the control connection goes into systemd's fd store and the
     // association's record into the state memfd, until it ends.
     void make_durable(DurableState& d);
@@ -99,6 +115,9 @@ private:
     void on_deadline();
     void fail(s5::err::Code code, const std::string& text);
     void close_ready(int err, const std::string& why);
+    void on_probe();
+    void on_relay_error();
+    void stop_watching_relay();
     void finish_ready();
     void forget_durable();   // before the control connection closes
 
@@ -116,6 +135,8 @@ private:
     State state_ = State::Connecting;
     UniqueFd fd_;
     UniqueFd claim_;                             // see claim_socket()
+    IoWatch relay_watch_;                        // EPOLLERR on claim_ while idle
+    Timer probe_;                                // the next probe datagram
     IoWatch watch_;
     Timer deadline_;
     std::optional<s5::proto::Handshake> hs_;

@@ -31,7 +31,8 @@ Manager::Manager(EventLoop& loop, s5::config::Config config)
         if (!starved_.empty() && !budget_timer_.armed()) budget_timer_.arm_in(std::chrono::microseconds(0));
     });
     for (const char* k : {"associations_made", "associations_failed", "leases_granted", "leases_released",
-                          "leases_lost", "served_from_pool", "renewals", "failovers", "relays_refused"})
+                          "leases_lost", "served_from_pool", "renewals", "failovers", "relays_refused",
+                          "relays_unreachable"})
         stats_[k] = 0;
     for (const auto& s : config_.servers) add_pool(s);
     forget_passwords(config_);

@@ -69,7 +69,9 @@ std::unique_ptr<Association> ServerPool::take() {
         idle_.pop_back();
         // Its close may be queued behind the event we are serving (a
         // server crash closes every association at once): skip the dead.
-        if (!a->alive()) {
+        // An error from the relay that the loop has not dispatched yet
+        // counts as dead too (hand_out() checks the claim socket).
+        if (!a->alive() || !a->hand_out()) {
             if (!young && died_young(a->ready_since(), loop_.now())) young = a->ready_since();
             dropped = true;
             continue;
@@ -165,7 +167,7 @@ void ServerPool::adopt_idle(std::unique_ptr<Association> a) {
     // Oldest first, as on_ready() keeps them.
     auto at = std::find_if(idle_.begin(), idle_.end(),
                            [&](const auto& b) { return b->ready_since() > a->ready_since(); });
-    idle_.insert(at, std::move(a));
+    (*idle_.insert(at, std::move(a)))->watch_relay();
     set_health(ServerHealth::Up);
     schedule_recycle();
     hooks_.changed(*this);
@@ -176,6 +178,7 @@ void ServerPool::on_ready(Association& a) {
     if (it == connecting_.end()) return;
     if (durable_) a.make_durable(*durable_);
     idle_.push_back(std::move(it->second.assoc));
+    idle_.back()->watch_relay();
     connecting_.erase(it);
     bump("associations_made");
     short_of_descriptors_ = false;
@@ -231,7 +234,12 @@ void ServerPool::on_idle_closed(Association& a, const std::string& why) {
         idle_.erase(it);
         log_info("server %s: idle association %llu closed (%s)", server_.name.c_str(),
                   static_cast<unsigned long long>(a.id()), why.c_str());
-        if (doomed->close_error() == ETIMEDOUT || doomed->close_error() == EPROTO) {
+        const int e = doomed->close_error();
+        // A relay that answers "unreachable" (association.hpp, watch_relay)
+        // is a broken server, as a keepalive timeout or abuse is.
+        const bool relay_dead = e == ECONNREFUSED || e == EHOSTUNREACH || e == ENETUNREACH;
+        if (relay_dead) bump("relays_unreachable");
+        if (e == ETIMEDOUT || e == EPROTO || relay_dead) {
             suspect(why);
             return;
         }

@@ -31,8 +31,32 @@ using Step = FakeSocksServer::Step;
 using After = FakeSocksServer::After;
 
 const std::string kMethodNone("\x05\x00", 2);
-// VER 5, REP 0, RSV, ATYP 1, 127.0.0.1, port 7
-const std::string kReplyOk("\x05\x00\x00\x01\x7f\x00\x00\x01\x00\x07", 10);
+
+// VER 5, REP 0, RSV, ATYP 1, 127.0.0.1, `port`.
+std::string reply_with_relay(uint16_t port) {
+    std::string r("\x05\x00\x00\x01\x7f\x00\x00\x01", 8);
+    r += static_cast<char>(port >> 8);
+    r += static_cast<char>(port & 0xff);
+    return r;
+}
+// A port of 127.0.0.1 where a UDP socket of this process lives for the whole
+// run: the broker's probe of an idle relay (association.hpp) gets no ICMP
+// error from it.
+uint16_t live_udp_port() {
+    static const uint16_t port = [] {
+        int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 ||
+            getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0)
+            std::abort();
+        return ntohs(a.sin_port);  // fd stays open
+    }();
+    return port;
+}
+const std::string kReplyOk = reply_with_relay(live_udp_port());
 
 
 int open_fds(pid_t pid) {
@@ -76,11 +100,12 @@ protected:
         for (int fd : fds) ::close(fd);
     }
 
-    void start_broker(const std::vector<std::string>& extra_servers = {}, unsigned long nofile = 0) {
+    void start_broker(const std::vector<std::string>& extra_servers = {}, unsigned long nofile = 0,
+                      unsigned min_idle = 0) {
         std::ostringstream c;
         c << R"({"servers": [)" << server_json("good", "127.0.0.1", good.port());
         for (const auto& s : extra_servers) c << "," << s;
-        c << R"(], "pool": {"min_idle": 0, "setup_timeout_s": 3}, "lease_grace_s": 5})";
+        c << R"(], "pool": {"min_idle": )" << min_idle << R"(, "setup_timeout_s": 3}, "lease_grace_s": 5})";
         broker = std::make_unique<Broker>(dir, bus, c.str());
         if (nofile) broker->set_nofile(nofile);
         ASSERT_TRUE(broker->start()) << broker->log();
@@ -382,6 +407,48 @@ TEST_F(Abuse, RelaysAimedElsewhereAreRefused) {
         refused = now;
     }
     EXPECT_NE(broker->log().find("(relay_address_override can name the relay)"), std::string::npos) << broker->log();
+}
+
+// A server whose UDP relay is gone while its control connections stay up
+// (issue 10, item 11): each idle association's relay is probed through its
+// claim socket, "port unreachable" ends it, and the server is suspect.
+TEST_F(Abuse, AnAssociationWhoseRelayIsDeadIsNeverHandedOut) {
+    uint16_t dead = 0;
+    {
+        // A port nobody holds: the kernel answers ICMP port unreachable.
+        int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+        ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+        dead = ntohs(a.sin_port);
+        ::close(fd);
+    }
+    FakeSocksServer fake({{kMethodNone}, {reply_with_relay(dead)}}, After::Silent);
+    start_broker({server_json("deadrelay", "127.0.0.1", fake.port())}, 0, 1);
+    auto server = client->object("/org/s5broker/Broker1/server/deadrelay");
+    auto prop = [&](const char* name) {
+        return server->getProperty(name).onInterface("org.s5broker.Broker1.Server");
+    };
+    ASSERT_TRUE(eventually([&] { return client->statistics()["relays_unreachable"] >= 1; }, 10s))
+        << broker->log();
+    EXPECT_TRUE(eventually([&] { return prop("State").get<std::string>() == "down"; }));
+    EXPECT_NE(prop("LastError").get<std::string>().find("is unreachable"), std::string::npos)
+        << prop("LastError").get<std::string>();
+    // A request now is not given one of those (whatever it gets, the
+    // relay it names answers).
+    auto o = associate_with(fake.port());
+    if (o.rc == 0) {
+        ADD_FAILURE() << "a lease on relay port " << dead << " was handed out";
+    } else {
+        EXPECT_TRUE(o.err == ECONNREFUSED || o.err == ETIMEDOUT || o.err == EHOSTUNREACH) << std::strerror(o.err);
+    }
+    // The healthy server is untouched.
+    auto g = associate_with(good.port());
+    ASSERT_EQ(g.rc, 0) << std::strerror(g.err);
+    EXPECT_TRUE(echo_ok(g.fd, "still here"));
 }
 
 TEST_F(Abuse, CallsOnALeaseObjectThatIsGone) {
