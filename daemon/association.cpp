@@ -486,6 +486,13 @@ void Association::stop_watching_relay() {
     probe_.disarm();
 }
 
+void Association::release_claim() {
+    if (!claim_) return;
+    stop_watching_relay();
+    if (durable_ && !durable_->frozen()) durable_->drop_fd(state::fd_name_claim(id_));
+    claim_.reset();
+}
+
 bool Association::hand_out() {
     if (!relay_watch_) return true;
     stop_watching_relay();

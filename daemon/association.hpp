@@ -68,6 +68,13 @@ public:
     // application with every Ready/Renewed (lease.cpp); -1 when the server
     // is configured with claim "first_datagram".
     int claim_socket() const { return claim_.get(); }
+    // The claim socket went to the application (a Ready/Renewed carrying it
+    // was queued on the lease socket): the broker's copy, and the fd
+    // store's, go, so a lease costs the broker two descriptors, not three.
+    void release_claim();
+    // Made with a claim socket (the source has a port), whether or not the
+    // broker still holds it: without it, it cannot be handed out again.
+    bool claimed_by_socket() const { return source_.port != 0; }
     Clock::time_point ready_since() const { return ready_since_; }
     // After `closed`: the socket error that ended it (ETIMEDOUT when
     // keepalive gave up), or 0 for an orderly close by the server.

@@ -212,7 +212,12 @@ bool Lease::try_send(const s5::wire::LeaseEvent& ev) {
         std::memcpy(CMSG_DATA(c), &claim, sizeof claim);
     }
     for (;;) {
-        if (::sendmsg(broker_end_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return true;
+        if (::sendmsg(broker_end_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
+            // The socket is in the application's queue now (whatever
+            // happens to us, it gets it): ours is not needed any more.
+            if (msg.msg_control) assoc_->release_claim();
+            return true;
+        }
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return false;
         if (errno == ETOOMANYREFS && msg.msg_control) {

@@ -38,14 +38,9 @@ Manager::RestoreReport Manager::restore(const state::Image& image, StoredFds& fd
         const std::string name = state::fd_name_association(rec.id);
         UniqueFd fd = take(fds, name);
         if (!fd) continue;  // stored without its record's fd: nothing to restore
-        // Claimed by a socket of ours (a source port): that socket too.
+        // Claimed by a socket of ours (a source port): that socket too, if
+        // the broker still held it (a leased one's went to its application).
         UniqueFd claim = rec.source.port ? take(fds, state::fd_name_claim(rec.id)) : UniqueFd();
-        if (rec.source.port && !claim) {
-            log_info("association %llu: its UDP socket is gone from the store; closing it", ull(rec.id));
-            if (durable_) durable_->drop_fd(name);
-            ++rep.closed;
-            continue;
-        }
         auto p = pools_.find(rec.server);
         // A server that is gone from the configuration, or now names
         // another address, cannot own this connection any more.
@@ -140,7 +135,8 @@ Manager::RestoreReport Manager::restore(const state::Image& image, StoredFds& fd
 
     // Associations no lease took: idle ones go back to their pools.
     for (auto& [id, a] : assocs) {
-        if (!a->alive()) {
+        // One claimed by a socket that is gone cannot be used by anyone.
+        if (!a->alive() || (a->claimed_by_socket() && a->claim_socket() < 0)) {
             ++rep.closed;
             continue;  // closed here, and out of the store
         }
