@@ -8,9 +8,11 @@
 //   - an event built from the input's bytes survives encode -> decode.
 // Table part: the input is cut into 64-byte records, each written as one
 // SOCK_SEQPACKET message onto the lease socket of one of two leases (bit 0
-// of reserved byte 6, which the decoder ignores, picks the lease; bits 6/7
-// of reserved byte 7 write the record one byte short / one byte long, which
-// must be skipped). The table's state after lookup()/route() is compared
+// of reserved byte 7, which the decoder ignores, picks the lease; bits 6/7
+// of byte 7 write the record one byte short / one byte long, which must be
+// skipped; bit 1 of byte 6 looks at the lease at once). Bit 0 of byte 6 is
+// the record's socket flag: no descriptor ever comes with these records, so
+// a flagged one loses the lease with EMFILE. The table's state after lookup()/route() is compared
 // with a small model of lease_table.hpp's documented state machine
 // (pending / active / renewing / lost; types 1..4, Renewing = 4).
 
@@ -52,11 +54,13 @@ constexpr size_t kRec = wire::kLeaseEventSize;
 size_t wire_ip_len(uint8_t fam) { return fam == 4 ? 4 : fam == 6 ? 16 : 0; }
 
 // x with every byte the decoder ignores set to zero (layout in wire.hpp /
-// wire.cpp: reserved 6..7, relay ip at 15, source ip at 32, reserved 56..63).
+// wire.cpp: flags 6 but bit 0, reserved 7, relay ip at 15, source ip at 32,
+// reserved 56..63).
 std::array<uint8_t, kRec> canonical(std::span<const uint8_t> x) {
     std::array<uint8_t, kRec> c{};
     std::copy(x.begin(), x.end(), c.begin());
-    c[6] = c[7] = 0;
+    c[6] &= 1;
+    c[7] = 0;
     for (size_t i = 15 + wire_ip_len(c[12]); i < 31; ++i) c[i] = 0;
     for (size_t i = 32 + wire_ip_len(c[31]); i < 48; ++i) c[i] = 0;
     for (size_t i = 56; i < kRec; ++i) c[i] = 0;
@@ -96,6 +100,7 @@ void check_encode_first(std::span<const uint8_t> in) {
     ev.source.port = static_cast<uint16_t>(in[41] << 8 | in[42]);
     std::memcpy(&ev.err, &in[43], 4);
     ev.s5err = in[47];
+    ev.socket = (in[0] & 0x40) != 0;
 
     auto enc = wire::encode_lease_event(ev);
     auto dec = wire::decode_lease_event(enc);
@@ -199,6 +204,7 @@ struct Model {
     }
     void apply(ModelLease& l, const LeaseEvent& ev) {
         if (l.state == LeaseState::Lost) return;
+        if (ev.socket) return lose(l, EMFILE, 0);  // flagged, and no descriptor came
         if (ev.type == LeaseEventType::Lost) return lose(l, ev.err, ev.s5err);
         const bool has_relay = ev.relay.ip_len() != 0;
         const bool pending = l.state == LeaseState::Pending;
@@ -280,7 +286,7 @@ void check_table(std::span<const uint8_t> in) {
     for (size_t off = 0; off < in.size(); off += kRec) {
         auto chunk = in.subspan(off, std::min(kRec, in.size() - off));
         Rec r;
-        r.to_b = chunk.size() > 6 && (chunk[6] & 1);
+        r.to_b = chunk.size() > 7 && (chunk[7] & 1);
         r.bytes.assign(chunk.begin(), chunk.end());
         if (chunk.size() > 7 && (chunk[7] & 0x80)) r.bytes.push_back(0);               // one byte long
         else if (chunk.size() > 7 && (chunk[7] & 0x40) && r.bytes.size() > 1) r.bytes.pop_back();  // short

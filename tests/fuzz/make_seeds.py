@@ -125,15 +125,31 @@ def lease_event():
     write(t, "bad-family", rec(1, 1, rfam=5))
     write(t, "short", rec(1, 1)[:63])
     write(t, "stale-tail-bytes", rec(1, 1)[:19] + b"\xAA" * 12 + rec(1, 1)[31:])
-    # Sequences (one record per 64 bytes; byte 6 bit 0 = lease B, bit 1 =
-    # look at once; byte 7 bit 7 = write one byte long, bit 6 = one short).
+    # The socket flag (byte 6 bit 0) without a descriptor: lost, EMFILE.
+    write(t, "ready-flagged-no-socket", rec(1, 1, res6=1))
+    # Sequences (one record per 64 bytes; byte 7 bit 0 = lease B, byte 6
+    # bit 1 = look at once; byte 7 bit 7 = write one byte long, bit 6 = one
+    # short).
     write(t, "seq-a-ready-renew-stale-lost",
           rec(1, 1) + rec(2, 2, rip=bytes([192, 0, 2, 10])) + rec(2, 1, rip=bytes([192, 0, 2, 11])) + rec(3, 3, err=104))
     write(t, "seq-b-renew-shared-relay",
-          rec(2, 1, res6=1) + rec(1, 1, res6=2) + rec(2, 2, res6=3) + rec(2, 5, rip=bytes([192, 0, 2, 1]), rport=4000))
+          rec(2, 1, res7=1) + rec(1, 1, res6=2) + rec(2, 2, res6=2, res7=1) + rec(2, 5, rip=bytes([192, 0, 2, 1]), rport=4000))
     write(t, "seq-b-gen0-and-long",
-          rec(1, 0, res6=1) + rec(2, 7, res6=1, res7=0x80) + rec(2, 8, res6=1, res7=0x40) + rec(2, 9, res6=1))
-    many = b"".join(rec(2, g, rip=bytes([192, 0, 2, g]), res6=g & 3) for g in range(1, 13))
+          rec(1, 0, res7=1) + rec(2, 7, res7=0x81) + rec(2, 8, res7=0x41) + rec(2, 9, res7=1))
+    write(t, "seq-a-flagged-after-ready", rec(1, 1, res6=2) + rec(2, 2, res6=1) + rec(2, 3))
+    # Renewing (type 4): alone, and in sequences with stale and newer
+    # generations.
+    ip = lambda last: bytes([192, 0, 2, last])
+    write(t, "renewing-v4", rec(4, 1))
+    write(t, "renewing-no-relay", rec(4, 2, rfam=0, rip=b"", sfam=0, sip=b""))
+    write(t, "seq-a-pending-renewing-lost",
+          rec(4, 1, rfam=0, rip=b"", sfam=0, sip=b"", res6=2) + rec(4, 1, rip=ip(12)) + rec(3, 1, err=104))
+    write(t, "seq-a-ready-renewing-renewed",
+          rec(1, 1) + rec(4, 1) + rec(4, 1, res6=2) + rec(2, 1, rip=ip(11)) + rec(2, 2, rip=ip(10)))
+    write(t, "seq-b-renewing-stale-and-newer",
+          rec(4, 1, res7=1) + rec(4, 0, res6=2, res7=1) + rec(2, 1, res7=1) + rec(4, 3, rip=ip(13), res6=2, res7=1) +
+          rec(4, 5, rfam=0, rip=b"", res7=1) + rec(2, 6, res6=2, res7=1))
+    many = b"".join(rec(2, g, rip=bytes([192, 0, 2, g]), res6=g & 2, res7=g & 1) for g in range(1, 13))
     write(t, "seq-many-relays", many)
 
 
