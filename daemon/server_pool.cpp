@@ -71,7 +71,10 @@ std::unique_ptr<Association> ServerPool::take() {
         // server crash closes every association at once): skip the dead.
         // An error from the relay that the loop has not dispatched yet
         // counts as dead too (hand_out() checks the claim socket).
-        if (!a->alive() || !a->hand_out()) {
+        const bool alive = a->alive();
+        const bool relay_ok = alive && a->hand_out();
+        if (alive && !relay_ok) bump("relays_unreachable");
+        if (!relay_ok) {
             if (!young && died_young(a->ready_since(), loop_.now())) young = a->ready_since();
             dropped = true;
             continue;
