@@ -65,11 +65,23 @@ void Bus::lease_count_changed() {
     schedule_flush();
 }
 
-void Bus::schedule_flush() {
-    if (!flush_timer_.armed()) flush_timer_.arm_in(std::chrono::microseconds(0));
+void Bus::schedule_flush(bool urgent) {
+    if (urgent) {
+        flush_timer_.arm_in(std::chrono::microseconds(0));
+        return;
+    }
+    if (flush_timer_.armed()) return;
+    auto delay = std::chrono::microseconds(0);
+    if (last_flush_) {
+        const auto due = *last_flush_ + kSignalInterval;
+        const auto now = manager_.loop().now();
+        if (due > now) delay = std::chrono::duration_cast<std::chrono::microseconds>(due - now);
+    }
+    flush_timer_.arm_in(delay);
 }
 
 void Bus::flush_changes() {
+    last_flush_ = manager_.loop().now();
     if (manager_dirty_ && manager_obj_) announce_lease_count(*manager_obj_);
     manager_dirty_ = false;
     if (servers_dirty_ && manager_obj_) announce_servers(*manager_obj_);
@@ -104,6 +116,7 @@ void Bus::server_added(ServerPool& pool) {
 
 void Bus::server_removed(ServerPool& pool) {
     servers_.erase(pool.name());
+    announced_health_.erase(pool.name());
     servers_dirty_ = true;
     schedule_flush();
 }
@@ -118,7 +131,11 @@ void Bus::reload(ConfigLoader::Done done) {
 
 void Bus::server_changed(ServerPool& pool) {
     dirty_servers_.insert(pool.name());
-    schedule_flush();
+    std::pair<std::string, std::string> health{pool.state_name(), pool.last_error()};
+    auto& last = announced_health_[pool.name()];
+    const bool urgent = last != health;
+    last = std::move(health);
+    schedule_flush(urgent);
 }
 
 void Bus::lease_lost(Lease& lease, const std::string& why) {

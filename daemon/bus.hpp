@@ -69,10 +69,20 @@ private:
     void lease_count_changed();
     // PropertiesChanged of the Manager and Server objects go out after the
     // current event is handled, coalesced: the Associate reply is not
-    // queued behind them, and a burst of grants costs one signal.
-    void schedule_flush();
+    // queued behind them, and a burst of grants costs one signal. At most
+    // one flush per kSignalInterval: a subscriber that never reads its bus
+    // socket makes the bus queue at most one signal per object per
+    // interval, however fast leases churn (what the bus queues for it
+    // counts against the broker's own connection).
+    // A server's State or LastError is not held back (a server going down
+    // and up again within the interval must be seen); those change at the
+    // pace of connection attempts, which backoff bounds.
+    static constexpr std::chrono::milliseconds kSignalInterval{1000};
+    void schedule_flush(bool urgent = false);
+    std::map<std::string, std::pair<std::string, std::string>> announced_health_;  // server: state, last error
     void flush_changes();
     Timer flush_timer_;
+    std::optional<Clock::time_point> last_flush_;
     bool manager_dirty_ = false;
     bool servers_dirty_ = false;
     std::set<std::string> dirty_servers_;

@@ -622,6 +622,58 @@ TEST_F(DaemonOnBus, ServersSignalAfterReloadCarriesTheNewList) {
     conn->leaveEventLoop();
 }
 
+// Lease churn costs a subscriber at most one PropertiesChanged per object a
+// second (Bus::kSignalInterval), and the last state is announced: a
+// subscriber that never reads lets the bus queue no more than that.
+TEST_F(DaemonOnBus, PropertySignalsAreCoalescedUnderChurnAndTheLastStateIsAnnounced) {
+    auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+    std::mutex m;
+    std::condition_variable cv;
+    std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>> seen;  // path, when
+    std::optional<uint32_t> last_count;
+    auto slot = conn->addMatch(
+        "type='signal',sender='org.s5broker.Broker1',interface='org.freedesktop.DBus.Properties',"
+        "member='PropertiesChanged'",
+        [&](sdbus::Message& msg) {
+            std::lock_guard<std::mutex> g(m);
+            seen.emplace_back(msg.getPath(), std::chrono::steady_clock::now());
+            if (msg.getPath() == std::string("/org/s5broker/Broker1")) {
+                std::string iface;
+                std::map<std::string, sdbus::Variant> changed;
+                msg >> iface >> changed;
+                if (auto it = changed.find("LeaseCount"); it != changed.end()) last_count = it->second.get<uint32_t>();
+            }
+            cv.notify_all();
+        });
+    conn->enterEventLoopAsync();
+    // The match is in place once a call made after it returns.
+    sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1")
+        ->getProperty("LeaseCount")
+        .onInterface(kManager);
+    const auto t0 = std::chrono::steady_clock::now();
+    int cycles = 0;
+    while (std::chrono::steady_clock::now() - t0 < 3s) {
+        auto held = hold_lease();
+        held.fd = sdbus::UnixFd();
+        ++cycles;
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // The last change (the count back at 0) goes out within the interval.
+    {
+        std::unique_lock<std::mutex> g(m);
+        ASSERT_TRUE(cv.wait_for(g, 5s, [&] { return last_count == 0u; })) << "LeaseCount 0 never announced";
+    }
+    conn->leaveEventLoop();
+    std::map<std::string, int> per_object;
+    for (const auto& [path, when] : seen) ++per_object[path];
+    const int bound = static_cast<int>(seconds) + 3;  // one per second, plus the first and the last
+    std::cout << cycles << " grants and releases in " << seconds << " s; PropertiesChanged per object:";
+    for (const auto& [path, n] : per_object) std::cout << " " << path << "=" << n;
+    std::cout << "\n";
+    EXPECT_GT(cycles, 20);
+    for (const auto& [path, n] : per_object) EXPECT_LE(n, bound) << path;
+}
+
 TEST_F(DaemonOnBus, ReloadKeepsLeasesOfUnchangedServersAndMovesTheOthers) {
     Danted second(dir);
     auto held = hold_lease();
