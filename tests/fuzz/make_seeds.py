@@ -181,6 +181,10 @@ def config():
           '{"servers":[{"name":"nat","address":"::1","port":1,"relay_address_override":"203.0.113.5",'
           '"pipelining":true}],"routes":[{"destination":"10.0.0.0/8","servers":["nat"]},'
           '{"destination":"10.1.2.3","servers":["nat"]},{"destination":"2001:db8::/32","servers":["nat"]}]}')
+    write(t, "claim-modes.json",
+          '{"servers":[{"name":"a","address":"127.0.0.1","port":1,"claim":"socket"},'
+          '{"name":"b","address":"127.0.0.1","port":2,"claim":"first_datagram"}]}')
+    write(t, "bad-claim.json", '{"servers":[{"name":"a","address":"127.0.0.1","port":1,"claim":"first"}]}')
     write(t, "bad-dup-name.json",
           '{"servers":[{"name":"a","address":"127.0.0.1","port":1},{"name":"a","address":"127.0.0.2","port":1}]}')
     write(t, "bad-unknown-route-server.json",
