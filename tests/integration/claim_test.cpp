@@ -4,25 +4,33 @@
 // the library in this process; and what an application that frames its own
 // datagrams must do (socks5udp_bind).
 //
-// The sprayer (tests/tools/udp_sprayer.c) runs as nobody and sends a
-// SOCKS-framed "SPRAY" for the witness socket below to every port of the
-// ephemeral range, sweep after sweep. Whatever relay takes one forwards it
+// The sprayer (below) runs as nobody and sends a SOCKS-framed "SPRAY" for
+// the witness socket to every port of the ephemeral range, sweep after
+// sweep. Whatever relay takes one forwards it
 // to the witness: the witness counts what an outsider got relayed.
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <s5broker/socks5.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <sdbus-c++/sdbus-c++.h>
 
 #include "harness.hpp"
 #include "unique_fd.hpp"
+#include "wire.hpp"
 
 namespace {
 
@@ -65,32 +73,77 @@ private:
     int sprays_ = 0;
 };
 
-// One sprayer as nobody against every local port of `address`.
+// One sprayer as nobody against every local port of `address`: a forked
+// child of this test (not a program it runs: the build tree may not be
+// readable by nobody) that sends a SOCKS-framed "SPRAY" for `target`:`port`
+// to every port of the ephemeral range, sweep after sweep, each sweep from
+// a new socket, until killed. The sweeps done are counted in shared memory.
 class Sprayer {
 public:
-    Sprayer(const TempDir& dir, const std::string& address, const std::string& target, uint16_t port)
-        : log_(dir.file("sprayer-" + std::to_string(port) + (address.find(':') != std::string::npos ? "-6" : "-4"))) {
-        Process::Options o;
-        o.argv = {UDP_SPRAYER_PATH, address, target, std::to_string(port)};
-        o.log_path = log_;
-        o.run_as_uid = kNobody;
-        o.run_as_gid = kNogroup;
-        proc_ = std::make_unique<Process>(o);
+    Sprayer(const std::string& address, const std::string& target, uint16_t port) {
+        size_t at_len = 0;
+        const sockaddr_storage at = sockaddr_of(address, 0, &at_len);
+        const auto dst = s5::wire::Endpoint::parse_ip(target, port);
+        if (!dst || at_len == 0) throw std::runtime_error("sprayer: not an IP address");
+        std::array<uint8_t, s5::wire::kUdpHeaderMax> hdr{};
+        const size_t hlen = s5::wire::encode_udp_header(*dst, hdr);
+        std::vector<uint8_t> dgram(hdr.begin(), hdr.begin() + static_cast<long>(hlen));
+        for (char c : std::string("SPRAY")) dgram.push_back(static_cast<uint8_t>(c));
+        unsigned lo = 32768, hi = 60999;
+        if (FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+            if (std::fscanf(f, "%u %u", &lo, &hi) != 2) lo = 32768, hi = 60999;
+            std::fclose(f);
+        }
+        void* shared = mmap(nullptr, sizeof(std::atomic<unsigned>), PROT_READ | PROT_WRITE,
+                            MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (shared == MAP_FAILED) throw std::runtime_error("sprayer: mmap");
+        sweeps_ = new (shared) std::atomic<unsigned>(0);
+        pid_ = fork();
+        if (pid_ < 0) throw std::runtime_error("sprayer: fork");
+        if (pid_ == 0) {
+            // Only system calls from here: the parent has threads.
+            if (setgroups(0, nullptr) != 0 || setgid(kNogroup) != 0 || setuid(kNobody) != 0) _exit(1);
+            for (;;) {
+                int s = ::socket(at.ss_family, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+                if (s < 0) _exit(1);
+                sockaddr_storage to = at;
+                for (unsigned p = lo; p <= hi; ++p) {
+                    const uint16_t be = htons(static_cast<uint16_t>(p));
+                    if (to.ss_family == AF_INET)
+                        reinterpret_cast<sockaddr_in*>(&to)->sin_port = be;
+                    else
+                        reinterpret_cast<sockaddr_in6*>(&to)->sin6_port = be;
+                    (void)::sendto(s, dgram.data(), dgram.size(), 0, reinterpret_cast<sockaddr*>(&to),
+                                   static_cast<socklen_t>(at_len));
+                }
+                ::close(s);
+                sweeps_->fetch_add(1);
+            }
+        }
     }
-    // Waits until `sweeps` (a multiple of 10) full sweeps are done.
+    ~Sprayer() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        munmap(sweeps_, sizeof(std::atomic<unsigned>));
+    }
+    Sprayer(const Sprayer&) = delete;
+    Sprayer& operator=(const Sprayer&) = delete;
+    // Waits until `sweeps` full sweeps are done (false: the child died).
     bool swept(unsigned sweeps, std::chrono::milliseconds timeout = 60s) {
         return eventually(
             [&] {
-                std::string out = read_file(log_);
-                return out.starts_with("spraying") &&
-                       static_cast<unsigned>(std::count(out.begin(), out.end(), '.')) >= sweeps / 10;
+                int status;
+                if (::waitpid(pid_, &status, WNOHANG) == pid_) pid_ = -1;
+                return pid_ > 0 && sweeps_->load() >= sweeps;
             },
             timeout);
     }
 
 private:
-    std::string log_;
-    std::unique_ptr<Process> proc_;
+    pid_t pid_ = -1;
+    std::atomic<unsigned>* sweeps_ = nullptr;
 };
 
 struct World {
@@ -183,8 +236,8 @@ TEST(Claim, ASprayOverEveryLocalPortGetsNothingRelayedAndLeasesKeepWorking) {
     ASSERT_TRUE(echo(*a6, "before6"));
     // ...and leases taken while it runs, before their first datagram: the
     // window that first-datagram claiming leaves open.
-    Sprayer sp4(s.dir, "127.0.0.1", "127.0.0.1", s.witness.port());
-    Sprayer sp6(s.dir, "::1", "::1", s.witness.port());
+    Sprayer sp4("127.0.0.1", "127.0.0.1", s.witness.port());
+    Sprayer sp6("::1", "::1", s.witness.port());
     ASSERT_TRUE(sp4.swept(10) && sp6.swept(10));
     auto b4 = associate("127.0.0.1", s.echo.port());
     auto b6 = associate("::1", s.echo.port());
@@ -210,8 +263,8 @@ TEST(Claim, FirstDatagramClaimingIsOpenToTheSprayAsDocumented) {
     World s("first_datagram");
     ASSERT_TRUE(eventually([&] { return s.pools_full(4); }, 10s));
     const auto t0 = std::chrono::steady_clock::now();
-    Sprayer sp4(s.dir, "127.0.0.1", "127.0.0.1", s.witness.port());
-    Sprayer sp6(s.dir, "::1", "::1", s.witness.port());
+    Sprayer sp4("127.0.0.1", "127.0.0.1", s.witness.port());
+    Sprayer sp6("::1", "::1", s.witness.port());
     // Each sweep comes from a new socket: a claimed relay forwards the
     // first sweep's datagram and drops the rest, one "SPRAY" per relay.
     EXPECT_TRUE(eventually([&] { return s.witness.sprays() >= 8; }, 30s))

@@ -68,7 +68,7 @@ echo "installed:"
 
 # Only the C API is exported.
 exported=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBW]$/ {print $3}' | sed 's/@.*//' | grep -v '^_' | sort | tr '\n' ' ')
-want="socks5_errno_location socks5_getserv socks5_strerror socks5udp_associate socks5udp_current socks5udp_recvfrom socks5udp_recvmmsg socks5udp_sendmmsg socks5udp_sendto "
+want="socks5_errno_location socks5_getserv socks5_strerror socks5udp_associate socks5udp_bind socks5udp_current socks5udp_recvfrom socks5udp_recvmmsg socks5udp_sendmmsg socks5udp_sendto "
 [[ $exported == "$want" ]] || fail "exported symbols: '$exported', want '$want'"
 
 # The unit, the sysusers and tmpfiles files as configured: the programs and
