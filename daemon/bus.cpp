@@ -116,7 +116,6 @@ void Bus::server_added(ServerPool& pool) {
 
 void Bus::server_removed(ServerPool& pool) {
     servers_.erase(pool.name());
-    announced_health_.erase(pool.name());
     servers_dirty_ = true;
     schedule_flush();
 }
@@ -131,11 +130,8 @@ void Bus::reload(ConfigLoader::Done done) {
 
 void Bus::server_changed(ServerPool& pool) {
     dirty_servers_.insert(pool.name());
-    std::pair<std::string, std::string> health{pool.state_name(), pool.last_error()};
-    auto& last = announced_health_[pool.name()];
-    const bool urgent = last != health;
-    last = std::move(health);
-    schedule_flush(urgent);
+    auto it = servers_.find(pool.name());
+    schedule_flush(it != servers_.end() && health_unannounced(*it->second));
 }
 
 void Bus::lease_lost(Lease& lease, const std::string& why) {

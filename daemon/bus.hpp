@@ -79,7 +79,6 @@ private:
     // pace of connection attempts, which backoff bounds.
     static constexpr std::chrono::milliseconds kSignalInterval{1000};
     void schedule_flush(bool urgent = false);
-    std::map<std::string, std::pair<std::string, std::string>> announced_health_;  // server: state, last error
     void flush_changes();
     Timer flush_timer_;
     std::optional<Clock::time_point> last_flush_;

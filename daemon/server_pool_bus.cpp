@@ -19,6 +19,10 @@ public:
     }
     ~ServerObject() { unregisterAdaptor(); }
 
+    bool health_unannounced() const {
+        return pool_.state_name() != last_.state || pool_.last_error() != last_.last_error;
+    }
+
     // Emitted only when a value differs from what was last announced.
     void changed() {
         Snapshot now{pool_.state_name(), pool_.idle(), pool_.last_error()};
@@ -59,6 +63,7 @@ ServerObjectPtr make_server_object(sdbus::IConnection& conn, const ServerPool& p
 }
 
 void announce_changes(ServerObject& o) { o.changed(); }
+bool health_unannounced(const ServerObject& o) { return o.health_unannounced(); }
 
 std::string server_path(const std::string& name) { return std::string(kManagerPath) + "/server/" + name; }
 

@@ -19,6 +19,9 @@ using ServerObjectPtr = std::unique_ptr<ServerObject, ServerObjectDeleter>;
 
 ServerObjectPtr make_server_object(sdbus::IConnection& conn, const ServerPool& pool);
 void announce_changes(ServerObject& o);
+// Whether the server's State or LastError differs from what `o` announced
+// last (the Bus sends those at once, not coalesced).
+bool health_unannounced(const ServerObject& o);
 
 // "/org/s5broker/Broker1/server/<name>"
 std::string server_path(const std::string& name);

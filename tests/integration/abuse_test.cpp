@@ -413,19 +413,8 @@ TEST_F(Abuse, RelaysAimedElsewhereAreRefused) {
 // (issue 10, item 11): each idle association's relay is probed through its
 // claim socket, "port unreachable" ends it, and the server is suspect.
 TEST_F(Abuse, AnAssociationWhoseRelayIsDeadIsNeverHandedOut) {
-    uint16_t dead = 0;
-    {
-        // A port nobody holds: the kernel answers ICMP port unreachable.
-        int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-        ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
-        dead = ntohs(a.sin_port);
-        ::close(fd);
-    }
+    // A port nobody holds: the kernel answers ICMP port unreachable.
+    const uint16_t dead = free_udp_port();
     FakeSocksServer fake({{kMethodNone}, {reply_with_relay(dead)}}, After::Silent);
     start_broker({server_json("deadrelay", "127.0.0.1", fake.port())}, 0, 1);
     auto server = client->object("/org/s5broker/Broker1/server/deadrelay");
