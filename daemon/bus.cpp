@@ -15,7 +15,11 @@ using namespace busutil;
 // ---- Bus -------------------------------------------------------------------
 
 Bus::Bus(sdbus::IConnection& conn, Manager& manager)
-    : flush_timer_(manager.loop(), [this] { flush_changes(); }), conn_(conn), manager_(manager), creds_(conn) {
+    : flush_timer_(manager.loop(), [this] { flush_changes(); }),
+      conn_(conn),
+      manager_(manager),
+      creds_(conn),
+      channels_(manager.loop(), manager) {
     dbus_proxy_ = sdbus::createProxy(conn_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
     dbus_proxy_->uponSignal("NameOwnerChanged")
         .onInterface("org.freedesktop.DBus")

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "bus_creds.hpp"
+#include "channels.hpp"
 #include "config_loader.hpp"
 #include "event_loop.hpp"
 #include "lease_bus.hpp"
@@ -61,7 +62,13 @@ public:
     void set_reloader(Reloader r) { reload_ = std::move(r); }
     void reload(ConfigLoader::Done done);
     // allowed_groups as gids, resolved with the configuration (off the loop).
-    void set_allowed_gids(std::set<gid_t> gids) { allowed_gids_ = std::move(gids); }
+    // A change closes every private channel: each process opens a new
+    // one, and is checked against the new groups (channel.hpp).
+    void set_allowed_gids(std::set<gid_t> gids) {
+        if (gids != allowed_gids_) channels_.close_all("allowed_groups changed");
+        allowed_gids_ = std::move(gids);
+    }
+    Channels& channels() { return channels_; }
     void lease_removed(Lease& lease) override;
 
 private:
@@ -95,6 +102,7 @@ private:
     std::map<uint64_t, LeaseObjectPtr> leases_;
     Reloader reload_;
     std::set<gid_t> allowed_gids_;
+    Channels channels_;
 };
 
 

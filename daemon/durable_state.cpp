@@ -122,7 +122,7 @@ DurableState::~DurableState() = default;
 bool DurableState::keep_fd(const std::string& name, int fd) {
     if (frozen_) return false;
     const std::string msg = "FDSTORE=1\nFDNAME=" + name;
-    const int r = sd_pid_notify_with_fds(0, 0, msg.c_str(), &fd, 1);
+    const int r = notify_.send(msg, fd);
     if (r <= 0) {
         if (!warned_)
             log_warning("the service manager did not take %s (%s): it will not survive a restart", name.c_str(),
@@ -137,7 +137,7 @@ bool DurableState::keep_fd(const std::string& name, int fd) {
 void DurableState::drop_fd(const std::string& name) {
     if (frozen_) return;
     const std::string msg = "FDSTOREREMOVE=1\nFDNAME=" + name;
-    if (sd_notify(0, msg.c_str()) > 0 && stored_ > 0) --stored_;
+    if (notify_.send(msg) > 0 && stored_ > 0) --stored_;
 }
 
 void DurableState::write_slot(uint32_t slot, const state::Slot& s) {

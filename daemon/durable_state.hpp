@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "notify_socket.hpp"
 #include "state_codec.hpp"
 #include "unique_fd.hpp"
 
@@ -98,6 +99,7 @@ private:
     void write_header();
 
     UniqueFd memfd_;
+    NotifySocket notify_;
     uint64_t epoch_;
     HeaderSource header_;
     std::vector<uint32_t> free_;      // freed slots, reused first

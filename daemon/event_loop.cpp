@@ -47,6 +47,13 @@ void IoWatch::set_events(uint32_t events) {
     if (src_) check(sd_event_source_set_io_events(src_.get(), events), "sd_event_source_set_io_events");
 }
 
+void IoWatch::set_important(bool important) {
+    if (src_)
+        check(sd_event_source_set_priority(src_.get(),
+                                           important ? SD_EVENT_PRIORITY_IMPORTANT : SD_EVENT_PRIORITY_NORMAL),
+              "sd_event_source_set_priority");
+}
+
 int IoWatch::on_io(sd_event_source*, int, uint32_t revents, void* userdata) {
     // Copy: the callback may reset() the watch that owns it.
     Callback cb = *static_cast<Callback*>(userdata);

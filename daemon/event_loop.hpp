@@ -49,6 +49,9 @@ public:
     IoWatch() = default;
     IoWatch(EventLoop& loop, int fd, uint32_t events, Callback cb);
     void set_events(uint32_t events);
+    // Ahead of ordinary sources (pool work) or back among them: callers'
+    // requests first, as the bus (EventLoop::drain_bus).
+    void set_important(bool important);
     void reset() { src_.reset(); cb_.reset(); }
     explicit operator bool() const { return static_cast<bool>(src_); }
 

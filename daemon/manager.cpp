@@ -26,7 +26,12 @@ log::Fields fields(const Lease& l) {
 }  // namespace
 
 Manager::Manager(EventLoop& loop, s5::config::Config config)
-    : loop_(loop), config_(std::move(config)), budget_timer_(loop, [this] { pump_starved(); }) {
+    : loop_(loop),
+      config_(std::move(config)),
+      budget_timer_(loop, [this] { pump_starved(); }),
+      header_timer_(loop, [this] {
+          if (durable_) durable_->touch();
+      }) {
     budget_.set_on_freed([this] {
         if (!starved_.empty() && !budget_timer_.armed()) budget_timer_.arm_in(std::chrono::microseconds(0));
     });
@@ -290,6 +295,11 @@ Lease& Manager::create_lease(const AssociateRequest& req, std::unique_ptr<Associ
     leases_.emplace(lease_id, std::move(lease));
     leases_by_uid_[l.uid()].insert(lease_id);
     count("leases_granted");
+    return l;
+}
+
+void Manager::announce_lease(Lease& l) {
+    const uint64_t lease_id = l.id();
     if (l.state() == LeaseState::Active)
         log_info(fields(l), "lease %llu: granted to uid %u (%s) on server %s, relay %s, source %s", ull(lease_id),
                   static_cast<unsigned>(l.uid()), l.owner().c_str(), l.server_name().c_str(),
@@ -298,40 +308,53 @@ Lease& Manager::create_lease(const AssociateRequest& req, std::unique_ptr<Associ
         log_info(fields(l), "lease %llu: pending for uid %u (%s)", ull(lease_id), static_cast<unsigned>(l.uid()),
                   l.owner().c_str());
     if (observer_) observer_->lease_added(l);
-    return l;
 }
 
 Lease* Manager::grant_lease(const AssociateRequest& req, std::unique_ptr<Association> assoc,
                             const AssociateDone& done) {
     // Exactly one reply, whatever throws: the lease's socketpair (out of
-    // descriptors), its bus object (sdbus::Error), or anything else. A lease
-    // that was inserted before the failure is removed again, so that it
-    // holds neither socket end nor association.
+    // descriptors), the reply itself, or anything else. When the failure
+    // comes before the reply, a lease already inserted is removed again, so
+    // that it holds neither socket end nor association.
     const std::string server = assoc ? assoc->server_name() : "";
     const uint64_t id = next_lease_id_;
     bool replied = false;
     try {
         Lease& l = create_lease(req, std::move(assoc));
-        Grant g{l.path(), l.take_client_end(), l.relay()};
+        Grant g{l.path(), l.take_client_end(), l.relay(), l.id()};
         replied = true;
         done(std::move(g));
-        return &l;
     } catch (const std::exception& e) {
         if (replied) {
             log_error("Associate reply failed: %s", e.what());
-            return leases_.count(id) ? leases_.at(id).get() : nullptr;
+        } else {
+            const auto* sys = dynamic_cast<const std::system_error*>(&e);
+            log_error("cannot create lease: %s", e.what());
+            if (leases_.count(id)) {
+                remove_lease(id, "could not be handed out");
+            } else if (auto it = pools_.find(server); it != pools_.end()) {
+                it->second->released();   // the association went with the exception
+            }
+            done(Failure{sys && out_of_descriptors(sys->code().value()) ? Code::QuotaExceeded : Code::ServerFailure,
+                         std::string("cannot create lease: ") + e.what()});
+            return nullptr;
         }
-        const auto* sys = dynamic_cast<const std::system_error*>(&e);
-        log_error("cannot create lease: %s", e.what());
-        if (leases_.count(id)) {
-            remove_lease(id, "could not be handed out");
-        } else if (auto it = pools_.find(server); it != pools_.end()) {
-            it->second->released();   // the association went with the exception
-        }
-        done(Failure{sys && out_of_descriptors(sys->code().value()) ? Code::QuotaExceeded : Code::ServerFailure,
-                     std::string("cannot create lease: ") + e.what()});
+    }
+    // After the reply: the log line and the lease's bus object are nothing
+    // the caller waits for. Nothing is dispatched in between, so no call
+    // can ask for the object before it exists. A lease that cannot be
+    // published (its bus object cannot be made) ends at once: its holder
+    // reads EOF on the lease fd, as for any lease the broker drops.
+    auto it = leases_.find(id);
+    if (it == leases_.end()) return nullptr;
+    try {
+        announce_lease(*it->second);
+    } catch (const std::exception& e) {
+        log_error("lease %llu: cannot publish it: %s; ending it", ull(id), e.what());
+        remove_lease(id, "could not be published");
         return nullptr;
     }
+    return it->second.get();
 }
 
 void Manager::associate(AssociateRequest req, AssociateDone done) {
@@ -360,6 +383,8 @@ void Manager::associate(AssociateRequest req, AssociateDone done) {
         if (assoc) count("served_from_pool");
         if (auto l = grant_lease(req, std::move(assoc), done); l && l->state() == LeaseState::Pending)
             add_waiter(Waiter::Kind::PendingLease, candidates, req.timeout, {}, {}, l->id());
+    } else if (req.immediate) {
+        done(WouldWait{});   // the pools still hear of the demand below
     } else {
         add_waiter(Waiter::Kind::Request, candidates, req.timeout, std::move(req), std::move(done), 0);
     }

@@ -45,6 +45,10 @@ struct AssociateRequest {
     // relay would not fit are skipped, and with none left the request fails
     // before a lease is made (socks5udp_associate's DstLen).
     size_t rendezvous_len = SIZE_MAX;
+    // Answered now or not at all (the private channel, channel.hpp): when
+    // no association is ready and the request would have to wait, the
+    // answer is WouldWait and nothing is queued.
+    bool immediate = false;
     uid_t uid = 0;
     std::string owner;                            // caller's unique bus name
 };
@@ -53,6 +57,7 @@ struct Grant {
     std::string lease_path;
     UniqueFd lease_fd;                            // the application's end
     s5::wire::Endpoint relay;                     // unset while the lease is pending
+    uint64_t lease_id = 0;
 };
 
 struct Failure {
@@ -60,7 +65,10 @@ struct Failure {
     std::string message;
 };
 
-using AssociateResult = std::variant<Grant, Failure>;
+// Only for an `immediate` request: it would have had to wait.
+struct WouldWait {};
+
+using AssociateResult = std::variant<Grant, Failure, WouldWait>;
 using AssociateDone = std::function<void(AssociateResult&&)>;
 
 // What the bus layer needs to hear about, to publish objects and signals.
@@ -159,6 +167,8 @@ private:
     std::optional<Failure> check_quota(uid_t uid) const;
     std::unique_ptr<Association> take_from(const std::vector<std::string>& candidates);
     Lease& create_lease(const AssociateRequest& req, std::unique_ptr<Association> assoc);
+    // Its log line and lease_added (the bus object), after the reply.
+    void announce_lease(Lease& l);
     // Creates the lease and replies; on failure replies with the error.
     Lease* grant_lease(const AssociateRequest& req, std::unique_ptr<Association> assoc, const AssociateDone& done);
     void bind_to_lease(Association& a, uint64_t lease_id);
@@ -180,9 +190,13 @@ private:
     void lose(Lease& lease, s5::err::Code code, const std::string& why);
     void dispose(std::unique_ptr<Association> a);
     void remove_lease(uint64_t id, const char* why);
+    // The header of the state carries the counters: rewritten within a
+    // second of a change, not at every one (statistics, not state: after a
+    // crash they may be up to a second behind; a clean stop writes them
+    // exactly). The next lease id is written at once (create_lease).
     void count(const std::string& key) {
         ++stats_[key];
-        if (durable_) durable_->touch();   // the header carries the counters
+        if (durable_ && !header_timer_.armed()) header_timer_.arm_in(std::chrono::seconds(1));
     }
 
     EventLoop& loop_;
@@ -193,6 +207,7 @@ private:
     SetupBudget budget_;
     std::deque<std::string> starved_;                        // pools waiting for a slot
     Timer budget_timer_;
+    Timer header_timer_;                                     // see count()
     void pump_starved();
     std::map<std::string, std::unique_ptr<ServerPool>> pools_;
     std::map<uint64_t, std::unique_ptr<Lease>> leases_;

@@ -89,9 +89,10 @@ private:
                         log_warning("cannot send an Associate reply (out of file descriptors?)");
                         reply_error(*res, Code::ServerFailure, "cannot pass the lease to the caller");
                     }
+                } else if (const auto* f = std::get_if<Failure>(&r)) {
+                    reply_error(*res, f->code, f->message);
                 } else {
-                    const auto& f = std::get<Failure>(r);
-                    reply_error(*res, f.code, f.message);
+                    reply_error(*res, Code::ServerFailure, "internal error");   // WouldWait: never asked for
                 }
             });
         } catch (const sdbus::Error& e) {
@@ -133,6 +134,16 @@ private:
             }
         }
         return req;
+    }
+
+    sdbus::UnixFd OpenChannel() override {
+        return guarded("OpenChannel", [&] {
+            Caller c = caller();
+            require_allowed(c);
+            auto r = bus_.channels().open(c.uid, c.sender);
+            if (auto* f = std::get_if<Failure>(&r)) throw bus_error(f->code, f->message);
+            return sdbus::UnixFd(std::get<UniqueFd>(r).release(), sdbus::adopt_fd);
+        });
     }
 
     void Release(const sdbus::ObjectPath& lease) override {
@@ -221,6 +232,8 @@ private:
         return guarded("Statistics", [&] {
             auto stats = bus_.manager().statistics();
             stats["leases"] = bus_.manager().leases().size();
+            stats["channels"] = bus_.channels().count();
+            stats["channel_requests"] = bus_.channels().requests();
             return stats;
         });
     }

@@ -18,6 +18,7 @@
 
 #include <sdbus-c++/sdbus-c++.h>
 
+#include "broker_channel.hpp"
 #include "manager_proxy.hpp"
 #include "errors.hpp"
 
@@ -228,6 +229,21 @@ constexpr const char* kProtocolError = "org.s5broker.Broker1.Error.ProtocolError
 
 AssociateOutcome broker_associate(const s5::wire::Endpoint& dst, const s5::wire::Endpoint* server,
                                   uint32_t timeout_ms, bool nonblocking, size_t rendezvous_len) {
+    {
+        s5::channel::Request req;
+        req.dst = dst;
+        if (server) req.server = *server;
+        req.timeout_ms = timeout_ms;
+        req.rendezvous_len = rendezvous_len < UINT32_MAX ? static_cast<uint32_t>(rendezvous_len) : UINT32_MAX;
+        req.nonblocking = nonblocking;
+        auto open = [nonblocking] {
+            sdbus::UnixFd fd;
+            if (call_broker(10'000'000, !nonblocking, [&](ManagerProxy& p) { fd = p.OpenChannel(); })) return s5::UniqueFd();
+            return s5::UniqueFd(fd.release());
+        };
+        if (auto out = channel_associate(req, !nonblocking, open)) return std::move(*out);
+    }
+
     std::map<std::string, sdbus::Variant> options;
     if (timeout_ms) options["timeout_ms"] = sdbus::Variant(timeout_ms);
     if (nonblocking) options["nonblocking"] = sdbus::Variant(true);
@@ -247,6 +263,7 @@ AssociateOutcome broker_associate(const s5::wire::Endpoint& dst, const s5::wire:
         return failed<AssociateOutcome>(std::move(err->name), std::move(err->message));
 
     auto& [path, fd, relay_ip, relay_port] = reply;
+    (void)path;   // the lease is its fd
     AssociateOutcome out;
     if (!fd.isValid()) return failed<AssociateOutcome>(kProtocolError, "Associate reply without a lease fd");
     if (nonblocking && relay_ip.empty() && relay_port == 0) {
@@ -257,7 +274,6 @@ AssociateOutcome broker_associate(const s5::wire::Endpoint& dst, const s5::wire:
         out.relay = *relay;
     }
     out.ok = true;
-    out.lease_path = path;
     out.lease_fd.reset(fd.release());
     return out;
 }

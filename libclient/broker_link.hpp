@@ -28,7 +28,6 @@ namespace s5::client {
 struct AssociateOutcome {
     bool ok = false;
     // ok:
-    std::string lease_path;
     s5::UniqueFd lease_fd;
     s5::wire::Endpoint relay;   // unset when pending
     bool pending = false;       // nonblocking and no association ready yet
@@ -38,7 +37,9 @@ struct AssociateOutcome {
     std::string error_message;
 };
 
-// Associate(dst, server or "route by dst", {timeout_ms, nonblocking}).
+// Associate(dst, server or "route by dst", {timeout_ms, nonblocking}): on
+// the process's private channel when the broker can answer it at once
+// (broker_channel.hpp), else on the bus.
 // With `nonblocking` the broker may answer at once with an empty relay: the
 // lease is pending and its fd will carry Ready or Lost; and the call does
 // not wait for other threads' calls (see above).

@@ -262,9 +262,44 @@ def state():
     write(t, "bad-checksum", state_header()[:20] + b"\xff" + state_header()[21:])
 
 
+# ---- fuzz_channel: one request or reply message (protocol/channel.hpp) -------
+def chan_request(flags=0, dfam=4, dip=V4, dport=53, sfam=0, sip=b"", sport=0, timeout=0, rlen=0xFFFFFFFF,
+                 token=7, magic=b"S5RQ", version=1, reserved=b"\0\0\0\0"):
+    return (magic + bytes([version, flags, dfam, sfam]) + struct.pack(">HHIIQ", dport, sport, timeout, rlen, token) +
+            dip.ljust(16, b"\0") + sip.ljust(16, b"\0") + reserved)
+
+
+def chan_reply(status=1, rfam=4, rip=V4, rport=40000, token=7, lease=12, name=b"", message=b"", magic=b"S5RP"):
+    return (magic + bytes([1, status, rfam, 0]) + struct.pack(">HHH", rport, len(name), len(message)) + b"\0\0" +
+            struct.pack(">QQ", token, lease) + rip.ljust(16, b"\0") + name + message)
+
+
+def channel():
+    t = "fuzz_channel"
+    reset(t)
+    write(t, "request-route-v4", chan_request())
+    write(t, "request-server-v6-nonblocking", chan_request(flags=3, dfam=6, dip=V6, sfam=6, sip=V6, sport=1080,
+                                                           timeout=2500, rlen=16))
+    write(t, "request-server-flag-without-server", chan_request(flags=2))
+    write(t, "request-v4-tail-byte", chan_request(dip=V4 + b"\1"))
+    write(t, "request-reserved", chan_request(reserved=b"\0\0\0\1"))
+    write(t, "request-short", chan_request()[:63])
+    write(t, "reply-granted", chan_reply())
+    write(t, "reply-granted-v6", chan_reply(rfam=6, rip=V6))
+    write(t, "reply-pending", chan_reply(status=2, rfam=0, rip=b"", rport=0))
+    write(t, "reply-wouldwait", chan_reply(status=4, rfam=0, rip=b"", rport=0, lease=0))
+    write(t, "reply-failed", chan_reply(status=3, rfam=0, rip=b"", rport=0, lease=0,
+                                        name=b"org.s5broker.Broker1.Error.QuotaExceeded",
+                                        message="uid 1000 holds 2 leases (the limit) \u00e9".encode()))
+    write(t, "reply-failed-no-name", chan_reply(status=3, rfam=0, rip=b"", rport=0, lease=0))
+    write(t, "reply-bad-status", chan_reply(status=9))
+    write(t, "reply-lengths-off", chan_reply(status=3, rfam=0, rip=b"", rport=0, lease=0, name=b"x")[:-1])
+
+
 if __name__ == "__main__":
     server_replies()
     udp_header()
     lease_event()
     config()
     state()
+    channel()
