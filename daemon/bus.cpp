@@ -35,8 +35,9 @@ Bus::Bus(sdbus::IConnection& conn, Manager& manager)
     dbus_proxy_->finishRegistration();
     manager_obj_ = make_manager_object(conn_, *this);
     for (const auto& [name, pool] : manager_.pools()) servers_[name] = make_server_object(conn_, *pool);
-    // After a reconnection to the bus the leases are already there.
-    for (const auto& [id, lease] : manager_.leases()) leases_[id] = make_lease_object(conn_, *lease, creds_);
+    // Lease objects are made when somebody calls on one (or it has a
+    // signal to send), not per lease: see lease_object().
+    creds_.set_call_hook([this](const char* path) { on_call_to(path); });
     manager_.set_observer(this);
 }
 
@@ -96,17 +97,61 @@ void Bus::flush_changes() {
         if (auto it = servers_.find(name); it != servers_.end()) announce_changes(*it->second);
 }
 
-void Bus::lease_added(Lease& lease) {
-    leases_[lease.id()] = make_lease_object(conn_, lease, creds_);
-    lease_count_changed();
+void Bus::lease_added(Lease&) { lease_count_changed(); }
+
+LeaseObject& Bus::lease_object(const Lease& lease) {
+    auto& o = leases_[lease.id()];
+    if (!o) {
+        try {
+            o = make_lease_object(conn_, lease, creds_);
+        } catch (...) {
+            leases_.erase(lease.id());
+            throw;
+        }
+    }
+    return *o;
+}
+
+void Bus::on_call_to(const char* path) {
+    // Only a lease path that names a lease; anything else is left to
+    // sd-bus (UnknownObject for a lease that does not exist).
+    constexpr std::string_view kPrefix = "/org/s5broker/Broker1/lease/";
+    const std::string_view p(path);
+    if (p.size() <= kPrefix.size() || p.substr(0, kPrefix.size()) != kPrefix) return;
+    uint64_t id = 0;
+    for (char c : p.substr(kPrefix.size())) {
+        if (c < '0' || c > '9' || id > (UINT64_MAX - 9) / 10) return;
+        id = id * 10 + static_cast<uint64_t>(c - '0');
+    }
+    if (leases_.count(id)) return;
+    auto it = manager_.leases().find(id);
+    if (it == manager_.leases().end() || it->second->path() != p) return;
+    try {
+        lease_object(*it->second);
+    } catch (const std::exception& e) {
+        // The call then finds no object: UnknownObject.
+        log_warning("cannot publish lease %llu on the bus: %s", static_cast<unsigned long long>(id), e.what());
+    }
+}
+
+// A signal needs the object: made now if nobody asked for it yet. If it
+// cannot be made, the signal is lost (the log says so), the lease is not:
+// its holder hears of every change on its lease fd.
+template <typename F>
+void Bus::with_lease_object(const Lease& lease, F&& f) {
+    try {
+        f(lease_object(lease));
+    } catch (const std::exception& e) {
+        log_warning("lease %llu: no signal on the bus: %s", static_cast<unsigned long long>(lease.id()), e.what());
+    }
 }
 
 void Bus::lease_changed(Lease& lease) {
-    if (auto it = leases_.find(lease.id()); it != leases_.end()) announce_changed(*it->second);
+    with_lease_object(lease, [](LeaseObject& o) { announce_changed(o); });
 }
 
 void Bus::lease_renewed(Lease& lease) {
-    if (auto it = leases_.find(lease.id()); it != leases_.end()) announce_renewed(*it->second);
+    with_lease_object(lease, [](LeaseObject& o) { announce_renewed(o); });
 }
 
 // The Servers list is announced from flush_changes(), after the reload
@@ -139,8 +184,7 @@ void Bus::server_changed(ServerPool& pool) {
 }
 
 void Bus::lease_lost(Lease& lease, const std::string& why) {
-    auto it = leases_.find(lease.id());
-    if (it != leases_.end()) announce_lost(*it->second, why);
+    with_lease_object(lease, [&](LeaseObject& o) { announce_lost(o, why); });
 }
 
 void Bus::lease_removed(Lease& lease) {

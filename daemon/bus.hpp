@@ -99,6 +99,16 @@ private:
     std::unique_ptr<sdbus::IProxy> dbus_proxy_;
     ManagerObjectPtr manager_obj_;
     std::map<std::string, ServerObjectPtr> servers_;
+    // Lease objects are published on demand: a lease costs no bus object
+    // (nor its registration, ~50 µs of the broker per association) until a
+    // call names its path (the credentials filter tells on_call_to() before
+    // sd-bus looks for the object) or it has a signal to send (a change,
+    // a renewal, its loss). The Leases property lists every lease either
+    // way; introspecting the parent path lists only the published ones.
+    LeaseObject& lease_object(const Lease& lease);
+    template <typename F>
+    void with_lease_object(const Lease& lease, F&& f);
+    void on_call_to(const char* path);
     std::map<uint64_t, LeaseObjectPtr> leases_;
     Reloader reload_;
     std::set<gid_t> allowed_gids_;

@@ -133,6 +133,8 @@ int BusCreds::on_message(sd_bus_message* m, void* userdata, sd_bus_error*) {
 int BusCreds::filter(sd_bus_message* m) {
     uint8_t type = 0;
     if (sd_bus_message_get_type(m, &type) < 0 || type != SD_BUS_MESSAGE_METHOD_CALL) return 0;
+    if (call_hook_)
+        if (const char* path = sd_bus_message_get_path(m)) call_hook_(path);
     const char* sender = sd_bus_message_get_sender(m);
     if (!is_unique_name(sender)) return 0;   // peer-to-peer, or the bus daemon itself
     if (known_.count(sender)) return 0;

@@ -24,6 +24,7 @@
 #include <systemd/sd-bus.h>
 
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -66,6 +67,11 @@ public:
 
     size_t cached() const { return known_.size(); }
 
+    // Called with the object path of every incoming method call, before
+    // any object sees it (and again when a held call is requeued): the bus
+    // glue publishes a lease's object only when somebody asks for it.
+    void set_call_hook(std::function<void(const char* path)> hook) { call_hook_ = std::move(hook); }
+
 private:
     struct Lookup {
         BusCreds* self;
@@ -77,6 +83,7 @@ private:
         std::unique_ptr<Lookup> lookup;        // its callback's userdata
     };
 
+    std::function<void(const char* path)> call_hook_;
     static int on_message(sd_bus_message* m, void* userdata, sd_bus_error* ret_error);
     static int on_reply(sd_bus_message* reply, void* userdata, sd_bus_error* ret_error);
     int filter(sd_bus_message* m);

@@ -75,6 +75,19 @@ inline unsigned connects_to_start(const PoolCounts& c, const PoolLimits& l, Serv
     return (backoff_elapsed || new_request) ? std::min(need, 1u) : 0;
 }
 
+// Whether the refill after a hand-out may wait for a quiet moment: the
+// server is up, nobody waits, and at least half of min_idle is still idle.
+// Refilling while requests keep coming would put a TCP handshake's worth of
+// the broker's work (and the server's) between every two of them; so a
+// burst the pool covers is served first, and the pool refills once
+// kRefillQuiet passes without a hand-out, or at once when half of it is
+// gone.
+inline constexpr std::chrono::milliseconds kRefillQuiet{2};
+
+inline bool refill_can_wait(const PoolCounts& c, const PoolLimits& l, ServerHealth health) {
+    return health == ServerHealth::Up && c.waiters == 0 && c.idle > 0 && c.idle * 2 >= l.min_idle;
+}
+
 // Setups nobody waits for any more (their requests left or were served
 // elsewhere): the ones beyond min_idle + waiters, counting idle ones first.
 inline unsigned connects_to_cancel(const PoolCounts& c, const PoolLimits& l) {

@@ -121,3 +121,15 @@ TEST(Bursts, IdleBeyondMinIdleIsSurplus) {
     EXPECT_EQ(idle_surplus({256, 0, 0, 300}, l), 0u);
     EXPECT_EQ(idle_surplus({2, 0, 10, 0}, l), 0u);
 }
+
+TEST(Refill, AHandOutsRefillWaitsOnlyWhileHalfThePoolIsLeftAndNobodyWaits) {
+    using namespace s5d;
+    const PoolLimits l{8, 64};
+    EXPECT_TRUE(refill_can_wait({8, 0, 0, 0}, l, ServerHealth::Up));
+    EXPECT_TRUE(refill_can_wait({4, 0, 4, 0}, l, ServerHealth::Up));
+    EXPECT_FALSE(refill_can_wait({3, 0, 5, 0}, l, ServerHealth::Up)) << "more than half gone: at once";
+    EXPECT_FALSE(refill_can_wait({8, 0, 0, 1}, l, ServerHealth::Up)) << "somebody waits";
+    EXPECT_FALSE(refill_can_wait({0, 0, 0, 0}, PoolLimits{0, 64}, ServerHealth::Up)) << "nothing idle";
+    EXPECT_FALSE(refill_can_wait({8, 0, 0, 0}, l, ServerHealth::Down));
+    EXPECT_FALSE(refill_can_wait({8, 0, 0, 0}, l, ServerHealth::Unknown));
+}

@@ -30,7 +30,8 @@ ServerPool::ServerPool(EventLoop& loop, const s5::config::Server& server, const 
       young_death_timer_(loop, [this] {
           if (health_ == ServerHealth::Down) hooks_.failed(*this, last_error_code_, last_error_);
       }),
-      trim_timer_(loop, [this] { trim_surplus(); }) {}
+      trim_timer_(loop, [this] { trim_surplus(); }),
+      refill_timer_(loop, [this] { pump(waiters_, false); }) {}
 
 // The pool's copy of the password is wiped by its Secret (secret.hpp).
 ServerPool::~ServerPool() = default;
@@ -136,6 +137,12 @@ void ServerPool::pump(unsigned waiters, bool new_request) {
     // the server itself is fine.
     const ServerHealth as = short_of_descriptors_ ? ServerHealth::Down : health_;
     unsigned n = connects_to_start(counts, limits_, as, backoff_elapsed_, new_request);
+    // A hand-out's refill waits for a quiet moment (pool_policy.hpp); every
+    // new request pushes it back, the timer's pump starts it.
+    if (n > 0 && refill_can_wait(counts, limits_, as)) {
+        if (new_request) refill_timer_.arm_in(std::chrono::duration_cast<std::chrono::microseconds>(kRefillQuiet));
+        if (refill_timer_.armed()) n = 0;
+    }
     for (unsigned i = 0; i < n; ++i)
         if (!start_one()) break;
     // Setups nobody waits for: the newest go first.

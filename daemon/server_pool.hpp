@@ -128,6 +128,7 @@ private:
     Timer proven_timer_;                             // kProbation after the last ready: backoff reset
     Timer young_death_timer_;                        // tells the manager after ended_by_server()
     Timer trim_timer_;                               // idle surplus, kSurplusLinger after it appeared
+    Timer refill_timer_;                             // kRefillQuiet after the last hand-out
     DurableState* durable_ = nullptr;
 };
 

@@ -12,6 +12,7 @@ again until one does. It echoes each datagram back, or with --dns answers it as 
 query with 192.0.2.7. Port 0 picks a free port (the same on every address).
 Prints "udp-witness ready port=N" once bound; exits on SIGTERM."""
 import argparse
+import ipaddress
 import os
 import selectors
 import signal
@@ -42,23 +43,43 @@ def dns_answer(query: bytes) -> bytes:
     return out
 
 
-def udp_inodes(port: int) -> set:
+def table_address(hex_addr: str) -> ipaddress._BaseAddress:
+    """An address of /proc/net/udp{,6}: 32-bit words in host (little-endian)
+    order, each written as 8 hex digits."""
+    raw = bytes.fromhex(hex_addr)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(words)
+
+
+def udp_inodes(ip: str, port: int) -> set:
+    """The sockets that can have sent from ip:port: bound to that port and
+    to that address or to the wildcard (another address's socket with the
+    same port number is somebody else's)."""
+    src = ipaddress.ip_address(ip)
+    if src.version == 6 and src.ipv4_mapped:
+        src = src.ipv4_mapped
     found = set()
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         with open(table) as f:
             next(f)
             for line in f:
                 fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                addr, p = fields[1].rsplit(":", 1)
+                if int(p, 16) != port:
+                    continue
+                local = table_address(addr)
+                if local.version == 6 and local.ipv4_mapped:
+                    local = local.ipv4_mapped
+                if local == src or local.is_unspecified:
                     found.add(int(fields[9]))
     return found
 
 
-def owner_groups(port: int) -> set:
+def owner_groups(ip: str, port: int) -> set:
     """The process groups of the processes that hold the UDP socket bound to
     `port`: empty while no process holds it, which happens for an instant
     when danted hands a socket from one of its processes to another."""
-    inodes = udp_inodes(port)
+    inodes = udp_inodes(ip, port)
     groups = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -73,13 +94,13 @@ def owner_groups(port: int) -> set:
     return groups
 
 
-def sender_group(port: int, relay_pgids: list) -> int:
-    """The relay process group that sent from `port`, or 0 when the socket
+def sender_group(ip: str, port: int, relay_pgids: list) -> int:
+    """The relay process group that sent from ip:port, or 0 when the socket
     is someone else's. Asked again (for at most a second) while no process
     holds the socket."""
     deadline = time.monotonic() + 1.0
     while True:
-        groups = owner_groups(port)
+        groups = owner_groups(ip, port)
         for g in relay_pgids:
             if g in groups:
                 return g
@@ -111,7 +132,7 @@ def main() -> int:
         for key, _ in sel.select():
             s = key.fileobj
             data, src = s.recvfrom(65535)
-            who = sender_group(src[1], a.relay_pgid)
+            who = sender_group(src[0], src[1], a.relay_pgid)
             log.write(f"{src[0]} {src[1]} {len(data)} {who}\n")
             reply = dns_answer(data) if a.dns else data
             if reply:
