@@ -1,7 +1,9 @@
 #include "lease.hpp"
 
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -274,6 +276,12 @@ std::unique_ptr<Association> Lease::mark_lost(int err, int s5err, const std::str
 }
 
 bool Lease::app_closed() const { return peer_closed(broker_end_.get()); }
+
+bool Lease::unread() const {
+    if (state_ == LeaseState::Pending) return true;
+    int queued = 0;
+    return ::ioctl(broker_end_.get(), SIOCOUTQ, &queued) == 0 && queued > 0;
+}
 
 void Lease::on_broker_end(uint32_t revents) {
     if (revents & EPOLLOUT) flush_unsent();

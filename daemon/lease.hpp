@@ -73,6 +73,10 @@ public:
     // Whether the application has closed its end (all its copies), seen
     // now, before the loop gets to the EOF event.
     bool app_closed() const;
+    // Whether the application may not have this lease in hand yet: no
+    // event sent so far (pending), or events still unread in its end
+    // (SIOCOUTQ of ours). False once it read what it was sent.
+    bool unread() const;
     // Active -> Renewing: the association is gone; tells the application
     // (a Renewing event) and returns the association for disposal.
     std::unique_ptr<Association> detach_for_renewal();

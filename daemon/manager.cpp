@@ -324,6 +324,7 @@ Lease* Manager::grant_lease(const AssociateRequest& req, std::unique_ptr<Associa
         Grant g{l.path(), l.take_client_end(), l.relay(), l.id()};
         replied = true;
         done(std::move(g));
+        if (req.via_bus) unread_by_owner_[req.owner].push_back(id);
     } catch (const std::exception& e) {
         if (replied) {
             log_error("Associate reply failed: %s", e.what());
@@ -357,7 +358,33 @@ Lease* Manager::grant_lease(const AssociateRequest& req, std::unique_ptr<Associa
     return it->second.get();
 }
 
+std::optional<Failure> Manager::check_unread(const AssociateRequest& req) {
+    if (!req.via_bus) return std::nullopt;
+    auto it = unread_by_owner_.find(req.owner);
+    size_t unread = 0;
+    if (it != unread_by_owner_.end()) {
+        // Read (or ended) since: no longer counted. At most
+        // kMaxUnreadPerOwner ioctls, only for a caller that holds some.
+        std::erase_if(it->second, [&](uint64_t id) {
+            auto l = leases_.find(id);
+            return l == leases_.end() || !l->second->unread();
+        });
+        unread = it->second.size();
+        if (unread == 0) unread_by_owner_.erase(it);
+    }
+    const auto w = requests_by_owner_.find(req.owner);
+    const size_t waiting = w == requests_by_owner_.end() ? 0 : w->second;
+    if (unread + waiting < kMaxUnreadPerOwner) return std::nullopt;
+    return Failure{Code::QuotaExceeded, std::to_string(unread) + " leases granted to " + req.owner + " are unread and " +
+                                            std::to_string(waiting) + " requests wait (the limit is " +
+                                            std::to_string(kMaxUnreadPerOwner) + "): read the lease fds first"};
+}
+
 void Manager::associate(AssociateRequest req, AssociateDone done) {
+    if (auto f = check_unread(req)) {
+        done(std::move(*f));
+        return;
+    }
     auto c = candidates_for(req.dst, req.server);
     if (auto* f = std::get_if<Failure>(&c)) {
         done(std::move(*f));
@@ -630,6 +657,7 @@ void Manager::owner_left(const std::string& bus_name) {
     // launcher that associates and hands the socket to a child that
     // outlives it): leaving the bus does not release it. A request still
     // waiting for its reply is cancelled: nobody will read the reply.
+    unread_by_owner_.erase(bus_name);
     if (!requests_by_owner_.count(bus_name)) return;
     std::set<std::string> affected;
     for (auto it = waiters_.begin(); it != waiters_.end();) {

@@ -49,6 +49,10 @@ struct AssociateRequest {
     // no association is ready and the request would have to wait, the
     // answer is WouldWait and nothing is queued.
     bool immediate = false;
+    // The reply travels through the bus daemon with the lease fd in it:
+    // the caller may hold at most kMaxUnreadPerOwner such leases that are
+    // pending or whose events it has not read, waiting requests included.
+    bool via_bus = false;
     uid_t uid = 0;
     std::string owner;                            // caller's unique bus name
 };
@@ -87,6 +91,14 @@ public:
 
 class Manager {
 public:
+    // How many leases granted over the bus one bus connection may hold
+    // unread or pending (plus its waiting requests): a connection that stops reading
+    // makes replies with descriptors queue in the bus daemon, which stops
+    // reading from the broker altogether once it holds 64 descriptors for
+    // one destination (dbus-daemon's default max_outgoing_unix_fds), and
+    // then nobody is served. Applications read their lease's first event
+    // at once (libs5client does, inside socks5udp_associate).
+    static constexpr size_t kMaxUnreadPerOwner = 16;
     // How long a renewal waits for the other closes of a crashed server.
     static constexpr std::chrono::milliseconds kRenewalSettle{30};
 
@@ -217,6 +229,10 @@ private:
     std::unordered_map<uid_t, std::set<uint64_t>> leases_by_uid_;
     std::unordered_map<uid_t, size_t> requests_by_uid_;
     std::unordered_map<std::string, size_t> requests_by_owner_;
+    // Leases granted over the bus whose first event their owner had not
+    // read when last looked at (see kMaxUnreadPerOwner).
+    std::unordered_map<std::string, std::vector<uint64_t>> unread_by_owner_;
+    std::optional<Failure> check_unread(const AssociateRequest& req);
     std::map<std::string, unsigned> waiters_by_pool_;
     size_t requests_ = 0;                                    // waiters of kind Request
     uint64_t next_lease_id_ = 1;

@@ -65,6 +65,7 @@ private:
             AssociateRequest req = parse_request(dst_address, dst_port, server_address, server_port, options);
             req.uid = c.uid;
             req.owner = c.sender;
+            req.via_bus = true;
             bus_.manager().associate(std::move(req), [res](AssociateResult&& r) {
                 if (auto* g = std::get_if<Grant>(&r)) {
                     // Our own duplicate for the message, so that running out

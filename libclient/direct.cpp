@@ -248,6 +248,12 @@ public:
     void unlock() { m_.unlock(); }
 
     bool contains(int fd) {
+        // Asked on every socks5udp_associate(): no fstat() for a descriptor
+        // that has no entry, which is nearly always.
+        {
+            std::lock_guard<std::mutex> g(m_);
+            if (!map_.count(fd)) return false;
+        }
         struct stat st;
         if (::fstat(fd, &st) < 0) return false;
         std::lock_guard<std::mutex> g(m_);

@@ -20,6 +20,7 @@
 #include <sdbus-c++/sdbus-c++.h>
 
 #include "harness.hpp"
+#include "unique_fd.hpp"
 #include "mini_socks5.hpp"
 
 namespace {
@@ -53,7 +54,19 @@ int main(int argc, char** argv) {
     if (argc == 2 && std::string(argv[1]) == "--child") return child();
     TempDir dir;
     PrivateBus bus(dir);
-    s5bench::MiniSocks5 mini(free_udp_port());
+    // A live UDP port as every association's relay: the broker probes an
+    // idle association's relay, and a closed port would end them all.
+    s5::UniqueFd sink(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t slen = sizeof sin;
+    if (!sink || ::bind(sink.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 ||
+        ::getsockname(sink.get(), reinterpret_cast<sockaddr*>(&sin), &slen) != 0) {
+        std::fprintf(stderr, "cannot bind the relay sink\n");
+        return 1;
+    }
+    s5bench::MiniSocks5 mini(ntohs(sin.sin_port));
     Broker broker(dir, bus,
                   R"({"servers": [)" + server_json("mini", "127.0.0.1", mini.port()) +
                       R"(], "pool": {"min_idle": 32}, "routes": [{"destination": "0.0.0.0/0", "servers": ["mini"]}]})");

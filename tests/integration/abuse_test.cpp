@@ -337,8 +337,8 @@ TEST_F(Abuse, ServerStreamingAfterEveryGoodReplyIsBackedOff) {
     EXPECT_TRUE(broker->process().running());
 }
 
-// 200 requests to a server that accepts and never answers, then the caller
-// leaves. The broker used to start one connect per request, never cancel
+// 210 requests to a server that accepts and never answers, then the callers
+// leave. The broker used to start one connect per request, never cancel
 // them, and keep the surplus for max_idle_age_s. Now at most kMaxConnecting
 // (32) are in flight per server, and those nobody waits for are closed.
 TEST_F(Abuse, ABurstWhoseCallerLeavesCostsBoundedConnectsAndLeavesNothing) {
@@ -360,22 +360,30 @@ TEST_F(Abuse, ABurstWhoseCallerLeavesCostsBoundedConnectsAndLeavesNothing) {
     }
     const int fds_before = open_fds(pid);
     {
-        auto conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
-        conn->enterEventLoopAsync();
-        auto proxy = sdbus::createProxy(*conn, "org.s5broker.Broker1", "/org/s5broker/Broker1");
+        // 14 callers of 15 requests each: one bus connection may have at
+        // most Manager::kMaxUnreadPerOwner (16) waiting or unread.
+        std::vector<std::unique_ptr<sdbus::IConnection>> conns;
+        std::vector<std::unique_ptr<sdbus::IProxy>> proxies;
         const std::map<std::string, sdbus::Variant> opts{{"timeout_ms", sdbus::Variant(uint32_t{60000})}};
-        for (int i = 0; i < 200; ++i)
-            proxy->callMethodAsync("Associate")
-                .onInterface("org.s5broker.Broker1.Manager")
-                .withArguments(lo, uint16_t{7}, lo, fake.port(), opts)
-                .uponReplyInvoke([](const sdbus::Error*) {});
+        for (int c = 0; c < 14; ++c) {
+            conns.push_back(sdbus::createSessionBusConnectionWithAddress(bus.address()));
+            conns.back()->enterEventLoopAsync();
+            proxies.push_back(sdbus::createProxy(*conns.back(), "org.s5broker.Broker1", "/org/s5broker/Broker1"));
+            for (int i = 0; i < 15; ++i)
+                proxies.back()
+                    ->callMethodAsync("Associate")
+                    .onInterface("org.s5broker.Broker1.Manager")
+                    .withArguments(lo, uint16_t{7}, lo, fake.port(), opts)
+                    .uponReplyInvoke([](const sdbus::Error*) {});
+        }
         ASSERT_TRUE(eventually([&] { return fake.connections() >= 32; })) << fake.connections();
         // Give it the chance to start more: it must not.
         std::this_thread::sleep_for(500ms);
-        std::cerr << "[ measure ] burst of 200: " << fake.connections() << " connects in flight\n";
+        std::cerr << "[ measure ] burst of 210: " << fake.connections() << " connects in flight\n";
         EXPECT_LE(fake.connections(), 32);
-        conn->leaveEventLoop();
-    }   // the caller leaves: its requests are cancelled, and so are their setups
+        for (auto& c : conns) c->leaveEventLoop();
+        proxies.clear();
+    }   // the callers leave: their requests are cancelled, and so are their setups
     EXPECT_TRUE(eventually([&] { return open_fds(pid) <= fds_before; }, 5s))
         << open_fds(pid) << " descriptors, " << fds_before << " before the burst: " << fd_list(pid);
     EXPECT_TRUE(broker->process().running());
@@ -607,3 +615,104 @@ TEST_F(Abuse, BrokerRestartedUnderRunningClients) {
 }
 
 }  // namespace
+
+namespace {
+
+// One Associate on the bus from `proxy` (a pooled one: min_idle covers it),
+// its time in ms, or a negative value on error.
+double timed_bus_associate(sdbus::IProxy& proxy, uint16_t server_port, std::vector<sdbus::UnixFd>& keep) {
+    const std::vector<uint8_t> lo{127, 0, 0, 1};
+    sdbus::ObjectPath path;
+    sdbus::UnixFd fd;
+    std::vector<uint8_t> relay;
+    uint16_t relay_port = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+        proxy.callMethod("Associate")
+            .onInterface("org.s5broker.Broker1.Manager")
+            .withArguments(lo, uint16_t{7}, lo, server_port, std::map<std::string, sdbus::Variant>{})
+            .storeResultsTo(path, fd, relay, relay_port);
+    } catch (const sdbus::Error&) {
+        return -1;
+    }
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    // Read its first event, as libs5client does, so that it is not unread.
+    char ev[64];
+    (void)::recv(fd.get(), ev, sizeof ev, MSG_DONTWAIT);
+    keep.push_back(std::move(fd));
+    return ms;
+}
+
+double median_of(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+// A bus connection that stops reading: its replies, each with a lease fd,
+// queue in the bus daemon, which stops reading from the broker once one
+// destination holds 64 descriptors. The broker grants such a connection at
+// most Manager::kMaxUnreadPerOwner (16) leases whose first event is unread;
+// past that it answers QuotaExceeded, with no descriptor. Everyone else is
+// served as fast as before.
+TEST_F(Abuse, AConnectionThatStopsReadingHoldsAtMost16UnreadLeasesAndStallsNobody) {
+    start_broker({}, 0, 8);
+    ASSERT_TRUE(eventually([&] {
+        return client->object("/org/s5broker/Broker1/server/good")
+                   ->getProperty("PoolIdle")
+                   .onInterface("org.s5broker.Broker1.Server")
+                   .get<uint32_t>() >= 8;
+    }, 10s));
+    auto other_conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+    auto other = sdbus::createProxy(*other_conn, "org.s5broker.Broker1", "/org/s5broker/Broker1");
+    std::vector<sdbus::UnixFd> kept;
+    std::vector<double> before, during;
+    for (int i = 0; i < 30; ++i) before.push_back(timed_bus_associate(*other, good.port(), kept));
+    kept.clear();
+
+    // The stuck caller: sends 60 non-blocking Associate and reads nothing
+    // (no event loop runs on its connection).
+    auto stuck_conn = sdbus::createSessionBusConnectionWithAddress(bus.address());
+    auto stuck = sdbus::createProxy(*stuck_conn, "org.s5broker.Broker1", "/org/s5broker/Broker1");
+    const std::vector<uint8_t> lo{127, 0, 0, 1};
+    int ok = 0, quota = 0, other_errors = 0;
+    std::mutex m;
+    const std::map<std::string, sdbus::Variant> opts{{"nonblocking", sdbus::Variant(true)}};
+    for (int i = 0; i < 60; ++i)
+        stuck->callMethodAsync("Associate")
+            .onInterface("org.s5broker.Broker1.Manager")
+            .withArguments(lo, uint16_t{7}, lo, good.port(), opts)
+            .uponReplyInvoke([&](const sdbus::Error* e, sdbus::ObjectPath, sdbus::UnixFd, std::vector<uint8_t>,
+                                 uint16_t) {
+                std::lock_guard<std::mutex> g(m);
+                if (!e) {
+                    ++ok;
+                } else if (e->getName() == "org.s5broker.Broker1.Error.QuotaExceeded") {
+                    ++quota;
+                } else {
+                    ++other_errors;
+                }
+            });
+    // The broker has answered all 60 (16 leases, the rest refused) when the
+    // statistics say so.
+    ASSERT_TRUE(eventually([&] { return client->lease_count() >= 16; }, 10s)) << client->lease_count();
+    for (int i = 0; i < 30; ++i) during.push_back(timed_bus_associate(*other, good.port(), kept));
+    EXPECT_EQ(std::count_if(during.begin(), during.end(), [](double ms) { return ms < 0; }), 0)
+        << "another caller was refused while one was stuck";
+    std::cerr << "[ measure ] median bus Associate of another caller: " << median_of(before) << " ms alone, "
+              << median_of(during) << " ms with a stuck caller holding its 16\n";
+    EXPECT_EQ(client->lease_count(), 16u + kept.size()) << "the stuck caller got more than 16 leases";
+    kept.clear();
+
+    // Now it reads: 16 leases, 44 refusals.
+    stuck_conn->enterEventLoopAsync();
+    ASSERT_TRUE(eventually([&] {
+        std::lock_guard<std::mutex> g(m);
+        return ok + quota + other_errors == 60;
+    }, 10s));
+    stuck_conn->leaveEventLoop();
+    EXPECT_EQ(ok, 16);
+    EXPECT_EQ(quota, 44);
+    EXPECT_EQ(other_errors, 0);
+}
