@@ -204,6 +204,9 @@ void ServerPool::on_ready(Association& a) {
     schedule_recycle();
     hooks_.changed(*this);
     hooks_.available(*this);
+    // A setup slot came free: the rest of the fill (at most kMaxConnecting
+    // setups run at once, so a pool of more than that fills in rounds).
+    pump(waiters_, false);
 }
 
 void ServerPool::on_failed(Association& a, s5::err::Code code, const std::string& text) {

@@ -189,6 +189,15 @@ std::optional<AssociateOutcome> channel_associate(ch::Request req, bool may_wait
         switch (reply.status) {
             case ch::Status::WouldWait: return std::nullopt;
             case ch::Status::Failed:
+                // The channel checks the uid of each request; the bus, the
+                // credentials of the connection when it was made. A process
+                // that changed its uid since it opened the channel is asked
+                // about on the bus, which decides as it always did.
+                if (reply.error_name == "org.freedesktop.DBus.Error.AccessDenied") {
+                    c.drop();
+                    c.retry_open_at = now_ns() + kRetryOpenNs;   // the bus alone for a while
+                    return std::nullopt;
+                }
                 out.error_name = std::move(reply.error_name);
                 out.error_message = std::move(reply.error_message);
                 return out;

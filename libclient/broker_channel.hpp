@@ -15,6 +15,9 @@
 //   receive; the channel is opened again, once, and the request repeated.
 //   A reply lost with the old broker carried the only copy of its lease
 //   fd, so no lease is made twice.
+// - A request the channel refuses for its uid (the process changed uid
+//   after opening it) is asked on the bus, whose connection carries the
+//   credentials it was made with, as before the channel existed.
 // - fork(): the child never touches the parent's channel (the socket is
 //   shared); it closes its copy and opens its own on first use.
 // - S5CLIENT_CHANNEL=0 turns it off (every call goes to the bus).

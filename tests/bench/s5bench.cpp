@@ -99,7 +99,8 @@ uint32_t server_u32(BusClient& c, const std::string& server, const std::string& 
 // round is measured only against a warm pool.
 void wait_pool(BusClient& c, const std::string& server, uint32_t n, std::chrono::milliseconds timeout = 30s) {
     if (!eventually([&] { return server_u32(c, server, "PoolIdle") >= n; }, timeout))
-        die("pool of " + server + " did not reach " + std::to_string(n));
+        die("pool of " + server + " did not reach " + std::to_string(n) + " (has " +
+            std::to_string(server_u32(c, server, "PoolIdle")) + ")");
 }
 
 struct Round {

@@ -405,3 +405,16 @@ TEST_F(PoolTest, GetservAnswersForRoutedAndUnroutedDestinations) {
 }
 
 }  // namespace
+
+// At most kMaxConnecting (32) setups run at once per server: a pool larger
+// than that fills in rounds, each ready association making room for the
+// next setup. It used to stop at 32 until a request came.
+TEST_F(PoolTest, APoolLargerThanTheSetupsInFlightFillsWithoutARequest) {
+    Danted danted(dir);
+    PoolConfig p;
+    p.min_idle = 48;
+    p.max_associations = 64;
+    start_broker(broker_config({server_json("d", "127.0.0.1", danted.port())}, {"d"}, p));
+    EXPECT_TRUE(eventually([&] { return server_prop<uint32_t>("d", "PoolIdle") >= 48; }, 20s))
+        << server_prop<uint32_t>("d", "PoolIdle") << " idle";
+}
