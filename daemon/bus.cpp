@@ -113,24 +113,15 @@ LeaseObject& Bus::lease_object(const Lease& lease) {
 }
 
 void Bus::on_call_to(const char* path) {
-    // Only a lease path that names a lease; anything else is left to
-    // sd-bus (UnknownObject for a lease that does not exist).
-    constexpr std::string_view kPrefix = "/org/s5broker/Broker1/lease/";
-    const std::string_view p(path);
-    if (p.size() <= kPrefix.size() || p.substr(0, kPrefix.size()) != kPrefix) return;
-    uint64_t id = 0;
-    for (char c : p.substr(kPrefix.size())) {
-        if (c < '0' || c > '9' || id > (UINT64_MAX - 9) / 10) return;
-        id = id * 10 + static_cast<uint64_t>(c - '0');
-    }
-    if (leases_.count(id)) return;
-    auto it = manager_.leases().find(id);
-    if (it == manager_.leases().end() || it->second->path() != p) return;
+    // Only a path that names a lease; anything else is left to sd-bus
+    // (UnknownObject for a lease that does not exist).
+    const Lease* l = manager_.lease_at(path);
+    if (!l || leases_.count(l->id())) return;
     try {
-        lease_object(*it->second);
+        lease_object(*l);
     } catch (const std::exception& e) {
         // The call then finds no object: UnknownObject.
-        log_warning("cannot publish lease %llu on the bus: %s", static_cast<unsigned long long>(id), e.what());
+        log_warning("cannot publish lease %llu on the bus: %s", static_cast<unsigned long long>(l->id()), e.what());
     }
 }
 

@@ -635,20 +635,26 @@ void Manager::remove_lease(uint64_t id, const char* why) {
     pump(affected, false);
 }
 
-Manager::ReleaseResult Manager::release(const std::string& path, uid_t caller_uid) {
-    // ".../lease/<id>": a map lookup, not a walk over every lease.
-    const std::string prefix = lease_path(0).substr(0, lease_path(0).size() - 1);
-    if (!path.starts_with(prefix) || path.size() == prefix.size() || path.size() - prefix.size() > 20)
-        return ReleaseResult::NotFound;
+Lease* Manager::lease_at(std::string_view path) const {
+    // ".../lease/<id>": a map lookup, not a walk over every lease. Asked
+    // for every incoming call (Bus::on_call_to): the prefix is made once.
+    static const std::string prefix = lease_path(0).substr(0, lease_path(0).size() - 1);
+    if (!path.starts_with(prefix) || path.size() == prefix.size() || path.size() - prefix.size() > 20) return nullptr;
     uint64_t id = 0;
-    for (char c : std::string_view(path).substr(prefix.size())) {
-        if (c < '0' || c > '9') return ReleaseResult::NotFound;
+    for (char c : path.substr(prefix.size())) {
+        if (c < '0' || c > '9') return nullptr;
         id = id * 10 + static_cast<uint64_t>(c - '0');
     }
     auto it = leases_.find(id);
-    if (it == leases_.end() || it->second->path() != path) return ReleaseResult::NotFound;
-    if (caller_uid != 0 && caller_uid != it->second->uid()) return ReleaseResult::NotOwner;
-    remove_lease(id, "Release() called");
+    if (it == leases_.end() || it->second->path() != path) return nullptr;
+    return it->second.get();
+}
+
+Manager::ReleaseResult Manager::release(const std::string& path, uid_t caller_uid) {
+    Lease* l = lease_at(path);
+    if (!l) return ReleaseResult::NotFound;
+    if (caller_uid != 0 && caller_uid != l->uid()) return ReleaseResult::NotOwner;
+    remove_lease(l->id(), "Release() called");
     return ReleaseResult::Released;
 }
 

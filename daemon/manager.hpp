@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <set>
 #include <variant>
@@ -147,6 +148,8 @@ public:
     // releases what died while no broker ran, and says so in the log.
     RestoreReport restore(const state::Image& image, StoredFds& fds);
     const std::map<uint64_t, std::unique_ptr<Lease>>& leases() const { return leases_; }
+    // The lease whose object path is `path`, or null.
+    Lease* lease_at(std::string_view path) const;
     // The ids of `uid`'s leases, in id order (empty when it holds none).
     const std::set<uint64_t>& lease_ids_of(uid_t uid) const;
     const std::map<std::string, std::unique_ptr<ServerPool>>& pools() const { return pools_; }
