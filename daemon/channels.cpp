@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "errors.hpp"
+#include "fd_passing.hpp"
 #include "fd_reserve.hpp"
 #include "log.hpp"
 
@@ -120,22 +121,16 @@ void Channels::on_readable(uint64_t id) {
             close_channel(id, strerror(errno));
             return;
         }
-        // Credentials, and any descriptor a client sent along (closed: a
-        // request carries none).
+        // Any descriptor a client sent along is closed (a request carries
+        // none); then the sender's credentials.
+        (void)s5::take_passed_fd(msg);
         const ucred* sender = nullptr;
         ucred cred{};
         for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level != SOL_SOCKET) continue;
-            if (cm->cmsg_type == SCM_CREDENTIALS && cm->cmsg_len == CMSG_LEN(sizeof(ucred))) {
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
+                cm->cmsg_len == CMSG_LEN(sizeof(ucred))) {
                 std::memcpy(&cred, CMSG_DATA(cm), sizeof cred);
                 sender = &cred;
-            } else if (cm->cmsg_type == SCM_RIGHTS) {
-                const size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < count; ++i) {
-                    int fd;
-                    std::memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-                    ::close(fd);
-                }
             }
         }
         // A zero-length read on SOCK_SEQPACKET is the application's close
@@ -216,16 +211,8 @@ bool Channels::send_reply(Channel& c, const ch::Reply& r, int fd) {
         msghdr msg{};
         msg.msg_iov = &iov;
         msg.msg_iovlen = 1;
-        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
-        if (fd >= 0) {
-            msg.msg_control = cbuf;
-            msg.msg_controllen = sizeof cbuf;
-            cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-            cm->cmsg_level = SOL_SOCKET;
-            cm->cmsg_type = SCM_RIGHTS;
-            cm->cmsg_len = CMSG_LEN(sizeof(int));
-            std::memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-        }
+        s5::OneFd control;
+        if (fd >= 0) control.attach(msg, fd);
         if (::sendmsg(c.fd.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return true;
         // EAGAIN: replies the application has not read fill its buffer;
         // EPIPE: it is gone. Either way the lease (if any) ends when its

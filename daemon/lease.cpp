@@ -13,6 +13,7 @@
 #include <system_error>
 
 #include "fd_reserve.hpp"
+#include "fd_passing.hpp"
 #include "peer_closed.hpp"
 #include "log.hpp"
 
@@ -202,17 +203,8 @@ bool Lease::try_send(const s5::wire::LeaseEvent& ev) {
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-    if (claim >= 0) {
-        std::memset(control, 0, sizeof control);
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(c), &claim, sizeof claim);
-    }
+    s5::OneFd control;
+    if (claim >= 0) control.attach(msg, claim);
     for (;;) {
         if (::sendmsg(broker_end_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
             // The socket is in the application's queue now (whatever

@@ -1,5 +1,7 @@
 #include "notify_socket.hpp"
 
+#include "fd_passing.hpp"
+
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
@@ -42,16 +44,8 @@ int NotifySocket::send_kept(const std::string& msg, int fd) {
     msghdr m{};
     m.msg_iov = &iov;
     m.msg_iovlen = 1;
-    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
-    if (fd >= 0) {
-        m.msg_control = cbuf;
-        m.msg_controllen = sizeof cbuf;
-        cmsghdr* c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    }
+    s5::OneFd control;
+    if (fd >= 0) control.attach(m, fd);
     ssize_t n;
     do {
         n = ::sendmsg(fd_.get(), &m, MSG_NOSIGNAL);

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <mutex>
 
+#include "fd_passing.hpp"
+
 namespace s5::client {
 namespace {
 
@@ -124,19 +126,8 @@ Round round_trip(Channel& c, const ch::Request& req, ch::Reply& reply, s5::Uniqu
         n = ::recvmsg(c.fd, &msg, MSG_CMSG_CLOEXEC);
     } while (n < 0 && errno == EINTR);
     const int recv_errno = errno;
-    int fds = 0;
-    for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); n > 0 && cm; cm = CMSG_NXTHDR(&msg, cm)) {
-        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-        const size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < count; ++i) {
-            int fd;
-            std::memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-            if (fds++ == 0)
-                lease_fd.reset(fd);
-            else
-                ::close(fd);   // never more than one; not ours to keep
-        }
-    }
+    size_t fds = 0;   // the first is the lease's; any others are not ours to keep
+    if (n > 0) lease_fd = s5::take_passed_fd(msg, &fds);
     if (n == 0 || (n < 0 && recv_errno == ECONNRESET)) {
         c.drop();
         return Round::Broken;

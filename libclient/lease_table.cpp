@@ -12,6 +12,7 @@
 
 #include "claim_socket.hpp"
 #include "errors.hpp"
+#include "fd_passing.hpp"
 
 namespace s5::client {
 
@@ -212,19 +213,7 @@ void LeaseTable::drain_locked(Lease& l, int read_fd, size_t max) {
             mark_lost_locked(l, 0, 0);
             return;
         }
-        s5::UniqueFd sock;
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-            const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < count; ++i) {
-                int fd;
-                std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-                if (!sock)
-                    sock.reset(fd);
-                else
-                    ::close(fd);
-            }
-        }
+        s5::UniqueFd sock = s5::take_passed_fd(msg);
         // Records we cannot decode (newer version, garbage) are skipped.
         auto ev = s5::wire::decode_lease_event({buf, static_cast<size_t>(n)});
         if (!ev) continue;

@@ -37,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "fd_passing.hpp"
 #include "harness.hpp"
 #include "stats.hpp"
 
@@ -86,13 +87,7 @@ double seqpacket_round(int fd, char kind) {
     if (send(fd, req, sizeof req, MSG_NOSIGNAL) != sizeof req) die("floor send");
     if (recvmsg(fd, &msg, MSG_CMSG_CLOEXEC) != sizeof rep) die("floor recv");
     double us = us_since(t0);
-    if (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm && cm->cmsg_type == SCM_RIGHTS) {
-        int got;
-        std::memcpy(&got, CMSG_DATA(cm), sizeof got);
-        close(got);
-    } else if (kind == 'b') {
-        die("floor (b): no descriptor");
-    }
+    if (!s5::take_passed_fd(msg) && kind == 'b') die("floor (b): no descriptor");   // closed here
     return us;
 }
 

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "fd_passing.hpp"
 #include "datagram.hpp"
 #include "lease_table.hpp"
 #include "datagram_loop.hpp"
@@ -69,17 +70,11 @@ struct Setup {
             const int c = ::socket(family, SOCK_DGRAM, 0);
             if (::bind(c, reinterpret_cast<sockaddr*>(&b), blen) < 0) std::perror("bind");
             iovec iov{rec.data(), rec.size()};
-            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
             msghdr m{};
             m.msg_iov = &iov;
             m.msg_iovlen = 1;
-            m.msg_control = control;
-            m.msg_controllen = sizeof control;
-            cmsghdr* h = CMSG_FIRSTHDR(&m);
-            h->cmsg_level = SOL_SOCKET;
-            h->cmsg_type = SCM_RIGHTS;
-            h->cmsg_len = CMSG_LEN(sizeof(int));
-            std::memcpy(CMSG_DATA(h), &c, sizeof c);
+            s5::OneFd control;
+            control.attach(m, c);
             if (::sendmsg(lease_broker, &m, 0) < 0) std::perror("sendmsg");
             ::close(c);
         } else {

@@ -19,6 +19,7 @@
 #include <sdbus-c++/sdbus-c++.h>
 
 #include "channel.hpp"
+#include "fd_passing.hpp"
 #include "harness.hpp"
 #include "unique_fd.hpp"
 #include "wire.hpp"
@@ -95,12 +96,7 @@ Received receive(int channel) {
     msg.msg_controllen = sizeof cbuf;
     ssize_t n = recvmsg(channel, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     if (n <= 0) return out;
-    for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
-        if (cm->cmsg_type == SCM_RIGHTS) {
-            int fd;
-            std::memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-            out.fd.reset(fd);
-        }
+    out.fd = s5::take_passed_fd(msg);
     out.reply = ch::decode_reply(std::span<const uint8_t>(buf, static_cast<size_t>(n)));
     return out;
 }
@@ -110,16 +106,8 @@ bool send_bytes(int channel, const void* p, size_t n, int pass_fd = -1) {
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
-    if (pass_fd >= 0) {
-        msg.msg_control = cbuf;
-        msg.msg_controllen = sizeof cbuf;
-        cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(cm), &pass_fd, sizeof pass_fd);
-    }
+    s5::OneFd control;
+    if (pass_fd >= 0) control.attach(msg, pass_fd);
     return sendmsg(channel, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(n);
 }
 
