@@ -46,7 +46,6 @@ public:
     static constexpr size_t kMaxPerUid = 32;
     static constexpr size_t kMaxTotal = 1024;
     static constexpr unsigned kMaxReadsPerWakeup = 16;
-    static constexpr uint32_t kMaxTimeoutMs = 120000;   // as the bus's timeout_ms option
 
     Channels(EventLoop& loop, Manager& manager) : loop_(loop), manager_(manager) {}
     ~Channels();

@@ -37,6 +37,10 @@
 
 namespace s5d {
 
+// The largest timeout a caller may ask for (the bus's timeout_ms option,
+// the channel's field).
+inline constexpr uint32_t kMaxTimeoutMs = 120000;
+
 struct AssociateRequest {
     s5::wire::Endpoint dst;                       // routing and family only
     std::optional<s5::wire::Endpoint> server;     // explicit server, or route by dst

@@ -17,10 +17,6 @@ namespace s5d {
 
 using namespace busutil;
 
-namespace {
-constexpr uint32_t kMaxTimeoutMs = 120000;   // the largest timeout_ms option
-}  // namespace
-
 class ManagerObject final
     : public sdbus::AdaptorInterfaces<org::s5broker::Broker1::Manager_adaptor, sdbus::Properties_adaptor> {
 public:
