@@ -1,13 +1,11 @@
 #include "fd_reserve.hpp"
 
-#include <time.h>
-
-#include <cstdint>
-
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 
 namespace s5d {
 
