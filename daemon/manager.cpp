@@ -26,12 +26,7 @@ log::Fields fields(const Lease& l) {
 }  // namespace
 
 Manager::Manager(EventLoop& loop, s5::config::Config config)
-    : loop_(loop),
-      config_(std::move(config)),
-      budget_timer_(loop, [this] { pump_starved(); }),
-      header_timer_(loop, [this] {
-          if (durable_) durable_->touch();
-      }) {
+    : loop_(loop), config_(std::move(config)), budget_timer_(loop, [this] { pump_starved(); }) {
     budget_.set_on_freed([this] {
         if (!starved_.empty() && !budget_timer_.armed()) budget_timer_.arm_in(std::chrono::microseconds(0));
     });

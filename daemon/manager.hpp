@@ -209,13 +209,9 @@ private:
     void lose(Lease& lease, s5::err::Code code, const std::string& why);
     void dispose(std::unique_ptr<Association> a);
     void remove_lease(uint64_t id, const char* why);
-    // The header of the state carries the counters: rewritten within a
-    // second of a change, not at every one (statistics, not state: after a
-    // crash they may be up to a second behind; a clean stop writes them
-    // exactly). The next lease id is written at once (create_lease).
     void count(const std::string& key) {
         ++stats_[key];
-        if (durable_ && !header_timer_.armed()) header_timer_.arm_in(std::chrono::seconds(1));
+        if (durable_) durable_->touch();   // the header carries the counters
     }
 
     EventLoop& loop_;
@@ -226,7 +222,6 @@ private:
     SetupBudget budget_;
     std::deque<std::string> starved_;                        // pools waiting for a slot
     Timer budget_timer_;
-    Timer header_timer_;                                     // see count()
     void pump_starved();
     std::map<std::string, std::unique_ptr<ServerPool>> pools_;
     std::map<uint64_t, std::unique_ptr<Lease>> leases_;
